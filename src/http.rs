@@ -1,0 +1,433 @@
+/*!
+HTTP requests in, response heads out: pure code, no I/O.
+
+Requests are parsed with `httparse` from the bytes a client has sent so far;
+[`parse`] says whether the request is complete, what it asks for, or which
+error status it earns. The builders at the bottom make every response head
+the server sends.
+*/
+
+use std::fmt::Write as _;
+
+/// A request line and headers larger than this get `431`: real clients send
+/// a few hundred bytes, and the cap bounds what a client can make us hold.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// More headers than this get `431` (httparse needs a fixed array).
+const MAX_HEADERS: usize = 64;
+
+/// The multipart boundary. Its delimiter on the wire is `--` followed by
+/// this, as RFC 2046 says; it is long and odd enough never to occur in the
+/// part headers, and `Content-Length` tells clients where JPEG data ends.
+pub const BOUNDARY: &str = "7b3cc56e5f51db803f790dad720ed50a";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `multipart/x-mixed-replace` stream of every frame.
+    Stream,
+    /// The latest frame as one JPEG.
+    Snapshot,
+    /// The viewer page.
+    Index,
+    /// Counters as JSON.
+    Stats,
+    /// An empty favicon, so browsers stop asking.
+    Favicon,
+}
+
+/// How each part of a stream is laid out for this client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `headers, JPEG, CRLF --B CRLF`: each part carries `Content-Length`,
+    /// which FFmpeg, OpenCV and VLC use to find the end of the JPEG.
+    Length,
+    /// `JPEG, CRLF --B CRLF, next part's headers, CRLF`: the next part's
+    /// header block follows each frame at once, because Chromium paints a
+    /// part only when it has parsed the next part's headers. There is no
+    /// `Content-Length`, since the next frame's length is not yet known.
+    AdvanceHeaders,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub route: Route,
+    /// HEAD: send the response head only.
+    pub head_only: bool,
+    pub framing: Framing,
+    /// `?fps=N`: at most N frames a second for this client (0: no cap).
+    pub max_fps: u32,
+    /// The `Authorization` header, if any, for the caller to check.
+    pub authorization: Option<Vec<u8>>,
+    /// The `Origin` header, if any.
+    pub origin: Option<Vec<u8>>,
+}
+
+/// The outcome of parsing what a client has sent so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A whole request.
+    Request(Request),
+    /// The request is wrong; answer with this status and close.
+    Error(Status),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    BadRequest,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+    Unavailable,
+}
+
+impl Status {
+    pub fn line(self) -> &'static str {
+        match self {
+            Status::BadRequest => "400 Bad Request",
+            Status::Unauthorized => "401 Unauthorized",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+            Status::Unavailable => "503 Service Unavailable",
+        }
+    }
+}
+
+/// Parses the bytes received so far from one client.
+pub fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST_BYTES => {
+            Parsed::Error(Status::HeadersTooLarge)
+        }
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => Parsed::Error(Status::HeadersTooLarge),
+        Err(_) => Parsed::Error(Status::BadRequest),
+        Ok(httparse::Status::Complete(_)) => {
+            let (Some(method), Some(target)) = (req.method, req.path) else {
+                return Parsed::Error(Status::BadRequest);
+            };
+            let header = |name: &str| {
+                req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+            };
+            let head_only = match method {
+                "GET" => false,
+                "HEAD" => true,
+                _ => return Parsed::Error(Status::MethodNotAllowed),
+            };
+            let Some(target) = Target::parse(target) else {
+                return Parsed::Error(Status::NotFound);
+            };
+            let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
+            let framing = match target.advance_headers {
+                Some(true) => Framing::AdvanceHeaders,
+                Some(false) => Framing::Length,
+                None if browser => Framing::AdvanceHeaders,
+                None => Framing::Length,
+            };
+            Parsed::Request(Request {
+                route: target.route,
+                head_only,
+                framing,
+                max_fps: target.max_fps,
+                authorization: header("authorization").map(<[u8]>::to_vec),
+                origin: header("origin").map(<[u8]>::to_vec),
+            })
+        }
+    }
+}
+
+/// What the request target (path and query) asks for.
+struct Target {
+    route: Route,
+    advance_headers: Option<bool>,
+    max_fps: u32,
+}
+
+impl Target {
+    /// Maps the paths of this server, µStreamer and mjpg-streamer onto routes.
+    /// Unknown query parameters are ignored: viewers append cache-busters.
+    fn parse(target: &str) -> Option<Target> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut action = None;
+        let mut advance_headers = None;
+        let mut max_fps = 0;
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "action" => action = Some(value),
+                "advance_headers" => advance_headers = Some(truthy(value)),
+                "fps" => max_fps = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let route = match (path, action) {
+            ("/" | "/index.html", Some("stream")) => Route::Stream,
+            ("/" | "/index.html", Some("snapshot")) => Route::Snapshot,
+            ("/" | "/index.html", _) => Route::Index,
+            ("/video.mjpg" | "/stream" | "/stream.mjpg", _) => Route::Stream,
+            ("/snapshot.jpg" | "/snapshot", _) => Route::Snapshot,
+            ("/stats", _) => Route::Stats,
+            ("/favicon.ico", _) => Route::Favicon,
+            _ => return None,
+        };
+        Some(Target { route, advance_headers, max_fps })
+    }
+}
+
+/// µStreamer's rule: a value is true if it starts with `1`, or is `true` or `yes`.
+fn truthy(value: &str) -> bool {
+    value.starts_with('1')
+        || value.eq_ignore_ascii_case("true")
+        || value.eq_ignore_ascii_case("yes")
+}
+
+/// Headers that keep every cache and proxy from holding on to a live picture.
+const NO_CACHE: &str = "Cache-Control: no-cache, no-store, must-revalidate\r\nPragma: no-cache\r\n";
+
+/// Headers every response carries.
+fn common(out: &mut String, status: &str, extra: &str) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status}\r\nServer: raspivid_mjpeg_server\r\nConnection: close\r\n{extra}"
+    );
+}
+
+/// The head of a stream response, and the start of its body up to the
+/// first JPEG byte (the opening delimiter; for [`Framing::AdvanceHeaders`]
+/// also the first part's headers).
+pub fn stream_head(extra: &str, framing: Framing, unix_micros: u64) -> Vec<u8> {
+    let mut out = String::with_capacity(512);
+    common(&mut out, "200 OK", extra);
+    let _ = write!(
+        out,
+        "Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n{NO_CACHE}\r\n--{BOUNDARY}\r\n"
+    );
+    if framing == Framing::AdvanceHeaders {
+        push_part_headers(&mut out, None, unix_micros);
+    }
+    out.into_bytes()
+}
+
+/// The body prefix a stream response omits under HEAD.
+pub fn stream_head_only(extra: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    common(&mut out, "200 OK", extra);
+    let _ = write!(
+        out,
+        "Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n{NO_CACHE}\r\n"
+    );
+    out.into_bytes()
+}
+
+/// A part's header block: the type, the length when known, the frame's
+/// wall-clock time (as µStreamer and mjpg-streamer send it), a blank line.
+pub fn push_part_headers(out: &mut String, content_length: Option<usize>, unix_micros: u64) {
+    out.push_str("Content-Type: image/jpeg\r\n");
+    if let Some(length) = content_length {
+        let _ = write!(out, "Content-Length: {length}\r\n");
+    }
+    let _ = write!(
+        out,
+        "X-Timestamp: {}.{:06}\r\n\r\n",
+        unix_micros / 1_000_000,
+        unix_micros % 1_000_000
+    );
+}
+
+/// The head of a complete response with a body of `length` bytes.
+pub fn response_head(status: &str, content_type: &str, length: usize, extra: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    common(&mut out, status, extra);
+    let _ =
+        write!(out, "Content-Type: {content_type}\r\nContent-Length: {length}\r\n{NO_CACHE}\r\n");
+    out.into_bytes()
+}
+
+/// A whole error response: status, a one-line plain-text body, and the
+/// headers the status needs.
+pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
+    let body = format!("{}\n", status.line());
+    let more = match status {
+        Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
+        Status::Unauthorized => "WWW-Authenticate: Basic realm=\"camera\", charset=\"UTF-8\"\r\n",
+        Status::Unavailable => "Retry-After: 1\r\n",
+        _ => "",
+    };
+    let mut out = response_head(status.line(), "text/plain", body.len(), &format!("{extra}{more}"));
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(target: &str) -> Parsed {
+        parse(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    fn route(target: &str) -> Option<Route> {
+        match get(target) {
+            Parsed::Request(r) => Some(r.route),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn routes_and_aliases() {
+        assert_eq!(route("/video.mjpg"), Some(Route::Stream));
+        assert_eq!(route("/stream"), Some(Route::Stream));
+        assert_eq!(route("/?action=stream"), Some(Route::Stream));
+        assert_eq!(route("/snapshot.jpg"), Some(Route::Snapshot));
+        assert_eq!(route("/snapshot"), Some(Route::Snapshot));
+        assert_eq!(route("/?action=snapshot"), Some(Route::Snapshot));
+        assert_eq!(route("/"), Some(Route::Index));
+        assert_eq!(route("/stats"), Some(Route::Stats));
+        assert_eq!(route("/favicon.ico"), Some(Route::Favicon));
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_ignored() {
+        assert_eq!(route("/video.mjpg?1700000000000"), Some(Route::Stream));
+        assert_eq!(route("/snapshot.jpg?t=5&x"), Some(Route::Snapshot));
+        assert_eq!(route("/?_=1&action=stream&v=2"), Some(Route::Stream));
+    }
+
+    #[test]
+    fn unknown_path_is_404() {
+        assert_eq!(get("/video.mjpgx"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("/etc/passwd"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("*"), Parsed::Error(Status::NotFound));
+    }
+
+    #[test]
+    fn methods() {
+        let post = parse(b"POST /video.mjpg HTTP/1.1\r\n\r\n");
+        assert_eq!(post, Parsed::Error(Status::MethodNotAllowed));
+        match parse(b"HEAD /snapshot.jpg HTTP/1.0\r\n\r\n") {
+            Parsed::Request(r) => assert!(r.head_only && r.route == Route::Snapshot),
+            other => panic!("{other:?}"),
+        }
+        let head = error_response(Status::MethodNotAllowed, "", false);
+        assert!(String::from_utf8(head).unwrap().contains("\r\nAllow: GET, HEAD\r\n"));
+    }
+
+    #[test]
+    fn malformed_is_400() {
+        assert_eq!(parse(b"GET\x00 / HTTP/1.1\r\n\r\n"), Parsed::Error(Status::BadRequest));
+        assert_eq!(parse(b"\x16\x03\x01\x02\x00\x01"), Parsed::Error(Status::BadRequest));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nNo colon\r\n\r\n"), Parsed::Error(Status::BadRequest));
+        // HTTP/0.9 had no version; we do not speak it.
+        assert_eq!(parse(b"GET /\r\n\r\n"), Parsed::Error(Status::BadRequest));
+    }
+
+    #[test]
+    fn partial_until_the_blank_line_then_431_past_the_cap() {
+        let full = b"GET /video.mjpg HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut]), Parsed::Partial, "cut at {cut}");
+        }
+        assert!(matches!(parse(full), Parsed::Request(_)));
+        let mut endless = b"GET / HTTP/1.1\r\n".to_vec();
+        while endless.len() < MAX_REQUEST_BYTES {
+            endless.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaa\r\n");
+        }
+        assert_eq!(parse(&endless), Parsed::Error(Status::HeadersTooLarge));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for _ in 0..=MAX_HEADERS {
+            many.extend_from_slice(b"A: b\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many), Parsed::Error(Status::HeadersTooLarge));
+    }
+
+    #[test]
+    fn framing_follows_the_query_then_the_user_agent() {
+        let framing = |req: &str| match parse(req.as_bytes()) {
+            Parsed::Request(r) => r.framing,
+            other => panic!("{other:?}"),
+        };
+        let chrome = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156\r\n";
+        assert_eq!(
+            framing(&format!("GET /video.mjpg HTTP/1.1\r\n{chrome}\r\n")),
+            Framing::AdvanceHeaders
+        );
+        assert_eq!(
+            framing("GET /video.mjpg HTTP/1.1\r\nUser-Agent: Lavf/60\r\n\r\n"),
+            Framing::Length
+        );
+        assert_eq!(framing("GET /video.mjpg HTTP/1.1\r\n\r\n"), Framing::Length);
+        assert_eq!(
+            framing(&format!("GET /video.mjpg?advance_headers=0 HTTP/1.1\r\n{chrome}\r\n")),
+            Framing::Length
+        );
+        assert_eq!(
+            framing("GET /stream?advance_headers=1 HTTP/1.1\r\n\r\n"),
+            Framing::AdvanceHeaders
+        );
+        assert_eq!(
+            framing("GET /stream?advance_headers=yes HTTP/1.1\r\n\r\n"),
+            Framing::AdvanceHeaders
+        );
+    }
+
+    #[test]
+    fn fps_cap_and_headers_are_read() {
+        match parse(b"GET /video.mjpg?fps=5 HTTP/1.1\r\nauthorization: Basic eDp5\r\nOrigin: http://a\r\n\r\n") {
+            Parsed::Request(r) => {
+                assert_eq!(r.max_fps, 5);
+                assert_eq!(r.authorization.as_deref(), Some(&b"Basic eDp5"[..]));
+                assert_eq!(r.origin.as_deref(), Some(&b"http://a"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_head_is_exact() {
+        let head = String::from_utf8(stream_head("", Framing::Length, 0)).unwrap();
+        assert_eq!(
+            head,
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: raspivid_mjpeg_server\r\nConnection: close\r\n\
+                 Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
+                 Cache-Control: no-cache, no-store, must-revalidate\r\nPragma: no-cache\r\n\
+                 \r\n--{BOUNDARY}\r\n"
+            )
+        );
+        let advance =
+            String::from_utf8(stream_head("", Framing::AdvanceHeaders, 1_500_000)).unwrap();
+        assert!(advance.ends_with(&format!(
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nX-Timestamp: 1.500000\r\n\r\n"
+        )));
+    }
+
+    #[test]
+    fn part_headers_are_exact() {
+        let mut out = String::new();
+        push_part_headers(&mut out, Some(1234), 1_700_000_000_000_042);
+        assert_eq!(
+            out,
+            "Content-Type: image/jpeg\r\nContent-Length: 1234\r\nX-Timestamp: 1700000000.000042\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_carry_their_headers() {
+        let text = |s| String::from_utf8(error_response(s, "", false)).unwrap();
+        assert!(text(Status::Unavailable).contains("\r\nRetry-After: 1\r\n"));
+        assert!(text(Status::Unauthorized).contains("\r\nWWW-Authenticate: Basic"));
+        let r = text(Status::NotFound);
+        assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(r.ends_with("\r\n\r\n404 Not Found\n"));
+        let head = String::from_utf8(error_response(Status::NotFound, "", true)).unwrap();
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+}

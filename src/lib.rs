@@ -1,0 +1,11 @@
+/*!
+raspivid_mjpeg_server: JPEG frames on stdin, `multipart/x-mixed-replace` to
+every HTTP client, from one single-threaded poll loop.
+
+The pure parts (the splitter, HTTP parsing and framing, the test pattern)
+do no I/O; [`server`] moves bytes between them and the sockets.
+*/
+pub mod frame;
+pub mod http;
+pub mod splitter;
+pub mod stats;

@@ -1,0 +1,230 @@
+/*!
+Counters and the latency histogram, and the three ways they are shown: the
+`--stats` line, the `/stats` JSON and the percentile distribution at exit.
+*/
+
+use crate::splitter::Counters;
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// The histogram covers 1 µs to one minute, at three significant digits: a
+/// frame older than that is a dead client, not a latency.
+const MAX_LATENCY_MICROS: u64 = 60_000_000;
+
+pub struct Stats {
+    pub started: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Frames sent whole, summed over clients.
+    pub frames_out: u64,
+    /// Frames a streaming client did not get because it was still busy.
+    pub frames_skipped: u64,
+    pub clients_total: u64,
+    /// Connections refused with 503 because `--max-clients` were connected.
+    pub clients_refused: u64,
+    /// Clients closed for sending no request, or taking no data, in time.
+    pub clients_timed_out: u64,
+    /// Time from the read that completed a frame to the write that finished
+    /// it, per client and frame, in µs: since start, and since the last line.
+    pub latency: Histogram<u64>,
+    interval: Histogram<u64>,
+    /// Frames in and out at the last one-second tick, for the rates.
+    tick: Tick,
+    pub fps_in: f64,
+    pub fps_out: f64,
+}
+
+#[derive(Clone, Copy)]
+struct Tick {
+    at: Instant,
+    frames_in: u64,
+    frames_out: u64,
+}
+
+impl Stats {
+    pub fn new(now: Instant) -> Stats {
+        let histogram = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+                .expect("constant histogram bounds are valid")
+        };
+        Stats {
+            started: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            frames_out: 0,
+            frames_skipped: 0,
+            clients_total: 0,
+            clients_refused: 0,
+            clients_timed_out: 0,
+            latency: histogram(),
+            interval: histogram(),
+            tick: Tick { at: now, frames_in: 0, frames_out: 0 },
+            fps_in: 0.0,
+            fps_out: 0.0,
+        }
+    }
+
+    /// Records one client receiving the whole of a frame.
+    pub fn delivered(&mut self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_MICROS);
+        self.frames_out += 1;
+        // Saturating record: the value was clamped into range above.
+        let _ = self.latency.record(micros);
+        let _ = self.interval.record(micros);
+    }
+
+    /// Updates the rates; called about once a second.
+    pub fn tick(&mut self, now: Instant, frames_in: u64) {
+        let secs = now.duration_since(self.tick.at).as_secs_f64();
+        if secs > 0.0 {
+            self.fps_in = (frames_in - self.tick.frames_in) as f64 / secs;
+            self.fps_out = (self.frames_out - self.tick.frames_out) as f64 / secs;
+        }
+        self.tick = Tick { at: now, frames_in, frames_out: self.frames_out };
+    }
+
+    /// The `--stats` line; starts a new interval.
+    pub fn line(&mut self, clients: usize) -> String {
+        let h = &self.interval;
+        let line = format!(
+            "stats: fps in {:.1} out {:.1}, clients {clients}, skipped {}, latency p50 {} p99 {} max {} (µs)",
+            self.fps_in,
+            self.fps_out,
+            self.frames_skipped,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max(),
+        );
+        self.interval.reset();
+        line
+    }
+
+    /// The `/stats` document.
+    pub fn json(&self, now: Instant, input: &Counters, clients: usize) -> String {
+        let h = &self.latency;
+        let mut out = String::with_capacity(512);
+        let _ = write!(
+            out,
+            "{{\"uptime_s\":{:.3},\"frames_in\":{},\"fps_in\":{:.1},\"fps_out\":{:.1},\
+             \"bytes_in\":{},\"bytes_out\":{},\"clients\":{clients},\"clients_total\":{},\
+             \"clients_refused\":{},\"clients_timed_out\":{},\"frames_out\":{},\
+             \"frames_skipped\":{},\"garbage_bytes\":{},\"broken_frames\":{},\"oversize_frames\":{},\
+             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}",
+            now.duration_since(self.started).as_secs_f64(),
+            input.frames,
+            self.fps_in,
+            self.fps_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.clients_total,
+            self.clients_refused,
+            self.clients_timed_out,
+            self.frames_out,
+            self.frames_skipped,
+            input.garbage_bytes,
+            input.broken_frames,
+            input.oversize_frames,
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        );
+        out
+    }
+
+    /// One line for the end of the run.
+    pub fn summary(&self, now: Instant, input: &Counters) -> String {
+        format!(
+            "done: {:.1} s, frames in {}, client-frames out {}, skipped {}, garbage bytes {}, \
+             broken frames {}, oversize frames {}, clients {}",
+            now.duration_since(self.started).as_secs_f64(),
+            input.frames,
+            self.frames_out,
+            self.frames_skipped,
+            input.garbage_bytes,
+            input.broken_frames,
+            input.oversize_frames,
+            self.clients_total,
+        )
+    }
+}
+
+/// The latency distribution in HdrHistogram's percentile text format (values
+/// in milliseconds), which its plotting tools read.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    if h.is_empty() {
+        return out;
+    }
+    let mut total = 0;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let value = v.value_iterated_to() as f64 / 1000.0;
+        let q = v.quantile_iterated_to();
+        if q < 1.0 {
+            let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+        } else {
+            let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_ends_at_the_max_with_every_sample() {
+        let mut stats = Stats::new(Instant::now());
+        for micros in [100, 200, 300, 400, 5000] {
+            stats.delivered(Duration::from_micros(micros));
+        }
+        let text = percentile_distribution(&stats.latency);
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+        let last = text.lines().rfind(|l| !l.starts_with('#') && !l.is_empty()).unwrap();
+        let cols: Vec<&str> = last.split_whitespace().collect();
+        assert_eq!(cols[0], "5.003");
+        assert_eq!(cols[1], "1.000000000000");
+        assert_eq!(cols[2], "5");
+        assert!(text.contains("Total count    =            5]"));
+    }
+
+    #[test]
+    fn rates_and_json() {
+        let t0 = Instant::now();
+        let mut stats = Stats::new(t0);
+        stats.delivered(Duration::from_millis(1));
+        stats.tick(t0 + Duration::from_secs(2), 60);
+        assert_eq!(stats.fps_in, 30.0);
+        assert_eq!(stats.fps_out, 0.5);
+        let counters = Counters { frames: 60, garbage_bytes: 7, ..Counters::default() };
+        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3);
+        assert!(json.starts_with("{\"uptime_s\":2.000,\"frames_in\":60,\"fps_in\":30.0,"));
+        assert!(json.contains("\"clients\":3,"));
+        assert!(json.contains("\"garbage_bytes\":7,"));
+        assert!(json.contains("\"latency_us\":{\"count\":1,\"p50\":1000,"));
+        assert!(json.ends_with("}}"));
+    }
+}
