@@ -5,7 +5,12 @@ every HTTP client, from one single-threaded poll loop.
 The pure parts (the splitter, HTTP parsing and framing, the test pattern)
 do no I/O; [`server`] moves bytes between them and the sockets.
 */
+pub mod cli;
+pub mod client;
 pub mod frame;
 pub mod http;
+pub mod input;
+pub mod pattern;
+pub mod server;
 pub mod splitter;
 pub mod stats;

@@ -25,6 +25,8 @@ pub struct Stats {
     pub clients_refused: u64,
     /// Clients closed for sending no request, or taking no data, in time.
     pub clients_timed_out: u64,
+    /// Times the listener rested because file descriptors ran out.
+    pub accept_pauses: u64,
     /// Time from the read that completed a frame to the write that finished
     /// it, per client and frame, in µs: since start, and since the last line.
     pub latency: Histogram<u64>,
@@ -57,6 +59,7 @@ impl Stats {
             clients_total: 0,
             clients_refused: 0,
             clients_timed_out: 0,
+            accept_pauses: 0,
             latency: histogram(),
             interval: histogram(),
             tick: Tick { at: now, frames_in: 0, frames_out: 0 },
@@ -65,13 +68,15 @@ impl Stats {
         }
     }
 
-    /// Records one client receiving the whole of a frame.
-    pub fn delivered(&mut self, latency: Duration) {
-        let micros = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_MICROS);
+    /// Records one client receiving the whole of a frame, and the frame's
+    /// latency where it measures delivery.
+    pub fn delivered(&mut self, latency: Option<Duration>) {
         self.frames_out += 1;
-        // Saturating record: the value was clamped into range above.
-        let _ = self.latency.record(micros);
-        let _ = self.interval.record(micros);
+        if let Some(latency) = latency {
+            let micros = latency.as_micros() as u64;
+            self.latency.saturating_record(micros);
+            self.interval.saturating_record(micros);
+        }
     }
 
     /// Updates the rates; called about once a second.
@@ -108,7 +113,7 @@ impl Stats {
             out,
             "{{\"uptime_s\":{:.3},\"frames_in\":{},\"fps_in\":{:.1},\"fps_out\":{:.1},\
              \"bytes_in\":{},\"bytes_out\":{},\"clients\":{clients},\"clients_total\":{},\
-             \"clients_refused\":{},\"clients_timed_out\":{},\"frames_out\":{},\
+             \"clients_refused\":{},\"clients_timed_out\":{},\"accept_pauses\":{},\"frames_out\":{},\
              \"frames_skipped\":{},\"garbage_bytes\":{},\"broken_frames\":{},\"oversize_frames\":{},\
              \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}",
             now.duration_since(self.started).as_secs_f64(),
@@ -120,6 +125,7 @@ impl Stats {
             self.clients_total,
             self.clients_refused,
             self.clients_timed_out,
+            self.accept_pauses,
             self.frames_out,
             self.frames_skipped,
             input.garbage_bytes,
@@ -186,7 +192,7 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two()
     );
     out
 }
@@ -199,7 +205,7 @@ mod tests {
     fn distribution_ends_at_the_max_with_every_sample() {
         let mut stats = Stats::new(Instant::now());
         for micros in [100, 200, 300, 400, 5000] {
-            stats.delivered(Duration::from_micros(micros));
+            stats.delivered(Some(Duration::from_micros(micros)));
         }
         let text = percentile_distribution(&stats.latency);
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
@@ -215,7 +221,7 @@ mod tests {
     fn rates_and_json() {
         let t0 = Instant::now();
         let mut stats = Stats::new(t0);
-        stats.delivered(Duration::from_millis(1));
+        stats.delivered(Some(Duration::from_millis(1)));
         stats.tick(t0 + Duration::from_secs(2), 60);
         assert_eq!(stats.fps_in, 30.0);
         assert_eq!(stats.fps_out, 0.5);

@@ -1,0 +1,272 @@
+/*!
+The command line: flags (argh), then checks that turn them into a [`Config`]
+or a one-line error.
+*/
+
+use argh::FromArgs;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Stats interval when `--stats` is given without a number.
+const DEFAULT_STATS_SECS: u64 = 5;
+
+#[derive(FromArgs, Debug)]
+/// Streams JPEG frames from stdin (raspivid -cd MJPEG, rpicam-vid --codec mjpeg, ffmpeg -f mjpeg)
+/// to every HTTP client as multipart/x-mixed-replace, at the lowest latency the machine allows.
+/// With nothing piped in, streams a built-in test pattern.
+pub struct Args {
+    /// TCP port to listen on (default 8554)
+    #[argh(option, short = 'p', default = "8554")]
+    pub port: u16,
+
+    /// address to listen on (default: every interface, IPv6 and IPv4; 127.0.0.1 keeps the camera
+    /// on this machine)
+    #[argh(option)]
+    pub bind: Option<IpAddr>,
+
+    /// most clients connected at once; one more gets 503 (default 1024)
+    #[argh(option, default = "1024")]
+    pub max_clients: usize,
+
+    /// largest JPEG frame in bytes; a bigger one is dropped (default 8388608)
+    #[argh(option, default = "8 << 20")]
+    pub max_frame_bytes: usize,
+
+    /// print a stats line every SECS seconds (default 5) on stderr, and the latency distribution
+    /// at exit
+    #[argh(option)]
+    pub stats: Option<u64>,
+
+    /// read frames from this file or FIFO instead of stdin (a FIFO survives the camera
+    /// restarting; a regular file is looped at --fps)
+    #[argh(option)]
+    pub input: Option<PathBuf>,
+
+    /// frames per second for a regular file input and the test pattern (default 30)
+    #[argh(option, default = "30")]
+    pub fps: u32,
+
+    /// stream the built-in test pattern even when stdin is not a terminal
+    #[argh(switch)]
+    pub pattern: bool,
+
+    /// a file listing JPEG file names, one per line, `-` for stdin; looped forever
+    #[argh(option, short = 'f')]
+    pub file: Option<String>,
+
+    /// microseconds between frames of --file (default 16000)
+    #[argh(option, short = 'd', default = "16000")]
+    pub delay: u64,
+
+    /// seconds a client has to send its request (default 10)
+    #[argh(option, default = "10")]
+    pub request_timeout: u64,
+
+    /// seconds a client may take no data while a frame waits for it before it is closed
+    /// (default 10)
+    #[argh(option, default = "10")]
+    pub client_timeout: u64,
+
+    /// require HTTP Basic authentication with USER:PASS on every endpoint
+    #[argh(option)]
+    pub auth: Option<String>,
+
+    /// send CORS headers allowing this origin (`*` for any)
+    #[argh(option)]
+    pub allow_origin: Option<String>,
+}
+
+/// Lets `--stats` stand without a number, as the flag has always been
+/// written; argh wants a value, so the default is put in.
+pub fn normalize(mut args: Vec<String>) -> Vec<String> {
+    let mut i = 1;
+    while i < args.len() {
+        if args[i] == "--" {
+            break;
+        }
+        if args[i] == "--stats" && args.get(i + 1).is_none_or(|next| next.parse::<u64>().is_err()) {
+            args.insert(i + 1, DEFAULT_STATS_SECS.to_string());
+        }
+        i += 1;
+    }
+    args
+}
+
+/// Where frames come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    Path(PathBuf),
+    /// Each JPEG file named in a list (`-`: the list is on stdin), looped.
+    List {
+        list: String,
+        delay: Duration,
+    },
+    Pattern,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub max_clients: usize,
+    pub max_frame_bytes: usize,
+    pub stats_every: Option<Duration>,
+    pub source: Source,
+    pub fps: u32,
+    pub request_timeout: Duration,
+    pub client_timeout: Duration,
+    /// The `Authorization` header value a client must send, if any.
+    pub authorization: Option<String>,
+    pub allow_origin: Option<String>,
+}
+
+impl Args {
+    /// Checks the flags. `stdin_is_terminal` picks the test pattern when
+    /// nothing is piped in.
+    pub fn into_config(self, stdin_is_terminal: bool) -> Result<Config, String> {
+        if self.fps == 0 || self.fps > 10_000 {
+            return Err(format!("--fps {} is out of range (1 to 10000)", self.fps));
+        }
+        if self.max_clients == 0 {
+            return Err("--max-clients must be at least 1".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err("--max-frame-bytes must be at least 1024".into());
+        }
+        if self.stats == Some(0) {
+            return Err("--stats needs a number of seconds above 0".into());
+        }
+        if self.request_timeout == 0 || self.client_timeout == 0 {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        let chosen = [self.input.is_some(), self.file.is_some(), self.pattern];
+        if chosen.iter().filter(|&&c| c).count() > 1 {
+            return Err("choose one of --input, --file and --pattern".into());
+        }
+        let source = match (self.input, self.file) {
+            (Some(path), _) => Source::Path(path),
+            (_, Some(list)) => {
+                Source::List { list, delay: Duration::from_micros(self.delay.max(1)) }
+            }
+            _ if self.pattern || stdin_is_terminal => Source::Pattern,
+            _ => Source::Stdin,
+        };
+        let authorization = match self.auth {
+            Some(auth) if !auth.contains(':') => {
+                return Err("--auth wants USER:PASS".into());
+            }
+            Some(auth) => Some(format!("Basic {}", base64(auth.as_bytes()))),
+            None => None,
+        };
+        if let Some(origin) = &self.allow_origin {
+            if origin.is_empty() || origin.bytes().any(|b| b.is_ascii_control()) {
+                return Err(
+                    "--allow-origin wants an origin such as https://example.com or *".into()
+                );
+            }
+        }
+        Ok(Config {
+            bind: self.bind,
+            port: self.port,
+            max_clients: self.max_clients,
+            max_frame_bytes: self.max_frame_bytes,
+            stats_every: self.stats.map(Duration::from_secs),
+            source,
+            fps: self.fps,
+            request_timeout: Duration::from_secs(self.request_timeout),
+            client_timeout: Duration::from_secs(self.client_timeout),
+            authorization,
+            allow_origin: self.allow_origin,
+        })
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic credentials.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = normalize(args.iter().map(|s| s.to_string()).collect());
+        let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = Args::from_args(&strs[..1], &strs[1..]).map_err(|e| e.output)?;
+        args.into_config(false)
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = parse(&["server"]).unwrap();
+        assert_eq!(c.port, 8554);
+        assert_eq!(c.bind, None);
+        assert_eq!(c.max_clients, 1024);
+        assert_eq!(c.max_frame_bytes, 8 << 20);
+        assert_eq!(c.source, Source::Stdin);
+        assert_eq!(c.stats_every, None);
+    }
+
+    #[test]
+    fn short_flags_of_the_original() {
+        let c = parse(&["server", "-p", "9000", "-f", "list.txt", "-d", "40000"]).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(
+            c.source,
+            Source::List { list: "list.txt".into(), delay: Duration::from_micros(40000) }
+        );
+    }
+
+    #[test]
+    fn stats_with_and_without_a_number() {
+        assert_eq!(parse(&["s", "--stats"]).unwrap().stats_every, Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse(&["s", "--stats", "-p", "1"]).unwrap().stats_every,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse(&["s", "--stats", "2"]).unwrap().stats_every,
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        assert!(parse(&["s", "-p", "99999"]).is_err());
+        assert!(parse(&["s", "--bind", "nowhere"]).is_err());
+        assert!(parse(&["s", "--fps", "0"]).unwrap_err().contains("--fps"));
+        assert!(parse(&["s", "--auth", "nocolon"]).unwrap_err().contains("USER:PASS"));
+        assert!(parse(&["s", "--pattern", "--input", "x"]).unwrap_err().contains("one of"));
+    }
+
+    #[test]
+    fn auth_becomes_the_header_value() {
+        let c = parse(&["s", "--auth", "Aladdin:open sesame"]).unwrap();
+        assert_eq!(c.authorization.as_deref(), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+    }
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
+}

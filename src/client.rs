@@ -1,0 +1,258 @@
+/*!
+One HTTP client: its state, and the output it has yet to send.
+
+```text
+            request parsed: stream                 socket error, EOF, or no
+ Request ───────────────────────────▶ Streaming ──progress for --client-timeout──▶ closed
+    │        (head + latest frame)      ▲    │
+    │                                   └────┘ frame done: start the newest, or wait
+    │ request parsed: anything else, or an error status
+    └───────────────────────────────▶ Replying ──all sent──▶ closed
+```
+
+A client's output is a response head it owns (small) plus at most one frame
+it shares with every other client (`Rc<Frame>`), and how much of the two it
+has sent. A streaming client that is still busy when a new frame arrives
+simply does not take it; once its socket drains, it takes the newest frame.
+So a slow client holds one frame, never a queue, and never delays the rest.
+*/
+
+use crate::frame::{io_slices, Frame};
+use crate::http::Framing;
+use crate::stats::Stats;
+use mio::net::TcpStream;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Scratch space for reading requests and draining what clients send later.
+const READ_CHUNK: usize = 4096;
+
+pub enum State {
+    /// Reading the request; `buf` never exceeds [`crate::http::MAX_REQUEST_BYTES`].
+    Request { buf: Vec<u8> },
+    /// Sending a whole response, then closing.
+    Replying,
+    /// Sending frames.
+    Streaming(Stream),
+}
+
+pub struct Stream {
+    pub framing: Framing,
+    /// The sequence number of the last frame this client started.
+    pub last_seq: u64,
+    /// `?fps=N`: the shortest time between two frames, and when the last began.
+    pub min_interval: Option<Duration>,
+    pub last_start: Option<Instant>,
+    pub frames: u64,
+    pub skipped: u64,
+}
+
+/// What follows the response head in the output.
+#[derive(Clone, Copy)]
+enum Body {
+    /// A part of the multipart stream.
+    Part(Framing),
+    /// The bare JPEG (a snapshot).
+    Jpeg,
+}
+
+pub struct Client {
+    pub socket: TcpStream,
+    pub addr: SocketAddr,
+    pub state: State,
+    pub accepted: Instant,
+    /// When the client last took bytes, or was last given a frame.
+    pub last_progress: Instant,
+    pub bytes_sent: u64,
+    head: Vec<u8>,
+    frame: Option<(Rc<Frame>, Body)>,
+    sent: usize,
+    /// False for the frame a viewer is given on joining: it was read before
+    /// the viewer came, so its age is no measure of delivery latency.
+    timed: bool,
+}
+
+/// Whether a client is still open after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Open {
+    Yes,
+    No,
+}
+
+impl Client {
+    pub fn new(socket: TcpStream, addr: SocketAddr, now: Instant) -> Client {
+        Client {
+            socket,
+            addr,
+            state: State::Request { buf: Vec::new() },
+            accepted: now,
+            last_progress: now,
+            bytes_sent: 0,
+            head: Vec::new(),
+            frame: None,
+            sent: 0,
+            timed: false,
+        }
+    }
+
+    /// True when nothing is waiting to be sent.
+    pub fn idle(&self) -> bool {
+        self.sent == self.out_len()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.out_len() - self.sent
+    }
+
+    fn out_len(&self) -> usize {
+        self.head.len()
+            + self
+                .frame
+                .as_ref()
+                .map_or(0, |(f, body)| pieces(f, *body).iter().map(|p| p.len()).sum())
+    }
+
+    /// Sends `head`, then closes.
+    pub fn reply(&mut self, head: Vec<u8>, jpeg: Option<Rc<Frame>>) {
+        self.state = State::Replying;
+        self.set_out(head, jpeg.map(|f| (f, Body::Jpeg)));
+    }
+
+    /// Sends the stream's head, then frames, starting with `latest`.
+    /// A new viewer gets the latest frame at once: OpenCV's open otherwise
+    /// waits for frames to analyse, for many seconds on a slow stream.
+    pub fn stream(
+        &mut self,
+        head: Vec<u8>,
+        framing: Framing,
+        max_fps: u32,
+        latest: Option<&Rc<Frame>>,
+        now: Instant,
+    ) {
+        self.state = State::Streaming(Stream {
+            framing,
+            last_seq: latest.map_or(0, |f| f.seq),
+            min_interval: (max_fps > 0).then(|| Duration::from_secs(1) / max_fps),
+            last_start: latest.map(|_| now),
+            frames: 0,
+            skipped: 0,
+        });
+        self.set_out(head, latest.map(|f| (Rc::clone(f), Body::Part(framing))));
+        self.timed = false;
+    }
+
+    fn set_out(&mut self, head: Vec<u8>, frame: Option<(Rc<Frame>, Body)>) {
+        self.head = head;
+        self.frame = frame;
+        self.sent = 0;
+    }
+
+    /// Writes until the socket would block or there is nothing more to send,
+    /// taking the newest frame each time a streaming client finishes one.
+    pub fn pump(
+        &mut self,
+        latest: Option<&Rc<Frame>>,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> io::Result<Open> {
+        loop {
+            if !self.idle() && !self.write_out(now, stats)? {
+                return Ok(Open::Yes);
+            }
+            if let Some((frame, Body::Part(_))) = self.frame.take() {
+                stats.delivered(self.timed.then(|| now.saturating_duration_since(frame.read_at)));
+                if let State::Streaming(s) = &mut self.state {
+                    s.frames += 1;
+                }
+            }
+            self.head.clear();
+            self.sent = 0;
+            match &mut self.state {
+                State::Request { .. } => return Ok(Open::Yes),
+                State::Replying => return Ok(Open::No),
+                State::Streaming(s) => {
+                    let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
+                        return Ok(Open::Yes);
+                    };
+                    if let (Some(min), Some(last)) = (s.min_interval, s.last_start) {
+                        if now < last + min {
+                            return Ok(Open::Yes);
+                        }
+                    }
+                    let skipped = frame.seq - s.last_seq - 1;
+                    s.skipped += skipped;
+                    stats.frames_skipped += skipped;
+                    s.last_seq = frame.seq;
+                    s.last_start = Some(now);
+                    let body = Body::Part(s.framing);
+                    self.frame = Some((Rc::clone(frame), body));
+                    self.timed = true;
+                    // A frame to send counts as progress: the client-timeout
+                    // measures how long a client sits on unsent data.
+                    self.last_progress = now;
+                }
+            }
+        }
+    }
+
+    /// Writes with `writev` until done (true) or the socket is full (false).
+    fn write_out(&mut self, now: Instant, stats: &mut Stats) -> io::Result<bool> {
+        let total = self.out_len();
+        while self.sent < total {
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = {
+                let [a, b, c] = match &self.frame {
+                    Some((f, body)) => pieces(f, *body),
+                    None => [&[][..], &[], &[]],
+                };
+                io_slices(&[&self.head, a, b, c], self.sent, &mut iov)
+            };
+            match self.socket.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    self.sent += k;
+                    self.bytes_sent += k as u64;
+                    stats.bytes_out += k as u64;
+                    self.last_progress = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads what the client sent, until the socket is empty. Returns false
+    /// at the end of the client's stream. The request, while it is being
+    /// read, is kept (up to `cap` bytes); anything later is thrown away.
+    pub fn read_in(&mut self, cap: usize) -> io::Result<bool> {
+        let mut chunk = [0; READ_CHUNK];
+        loop {
+            match self.socket.read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    if let State::Request { buf } = &mut self.state {
+                        let room = cap.saturating_sub(buf.len());
+                        buf.extend_from_slice(&chunk[..n.min(room)]);
+                        if buf.len() >= cap {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn pieces(frame: &Frame, body: Body) -> [&[u8]; 3] {
+    match body {
+        Body::Part(framing) => frame.pieces(framing),
+        Body::Jpeg => [&[], &frame.jpeg, &[]],
+    }
+}
