@@ -7,7 +7,7 @@ One HTTP client: its state, and the output it has yet to send.
     │        (head + latest frame)      ▲    │
     │                                   └────┘ frame done: start the newest, or wait
     │ request parsed: anything else, or an error status
-    └───────────────────────────────▶ Replying ──all sent──▶ closed
+    └───────────────────────────────▶ Replying ──all sent──▶ Closing ──client's EOF──▶ closed
 ```
 
 A client's output is a response head it owns (small) plus at most one frame
@@ -36,6 +36,10 @@ pub enum State {
     Replying,
     /// Sending frames.
     Streaming(Stream),
+    /// The reply is sent and our side shut down; waiting for the client to
+    /// close, so that closing first does not reset the connection under a
+    /// reply it has not read yet.
+    Closing { since: Instant },
 }
 
 pub struct Stream {
@@ -149,6 +153,16 @@ impl Client {
         self.sent = 0;
     }
 
+    /// Counts `frame` as skipped unless this client has started it.
+    pub fn count_skip(&mut self, frame: &Frame, stats: &mut Stats) {
+        if let State::Streaming(s) = &mut self.state {
+            if s.last_seq < frame.seq {
+                s.skipped += 1;
+                stats.frames_skipped += 1;
+            }
+        }
+    }
+
     /// Writes until the socket would block or there is nothing more to send,
     /// taking the newest frame each time a streaming client finishes one.
     pub fn pump(
@@ -170,8 +184,12 @@ impl Client {
             self.head.clear();
             self.sent = 0;
             match &mut self.state {
-                State::Request { .. } => return Ok(Open::Yes),
-                State::Replying => return Ok(Open::No),
+                State::Request { .. } | State::Closing { .. } => return Ok(Open::Yes),
+                State::Replying => {
+                    self.socket.shutdown(std::net::Shutdown::Write)?;
+                    self.state = State::Closing { since: now };
+                    return Ok(Open::Yes);
+                }
                 State::Streaming(s) => {
                     let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
                         return Ok(Open::Yes);
@@ -181,9 +199,6 @@ impl Client {
                             return Ok(Open::Yes);
                         }
                     }
-                    let skipped = frame.seq - s.last_seq - 1;
-                    s.skipped += skipped;
-                    stats.frames_skipped += skipped;
                     s.last_seq = frame.seq;
                     s.last_start = Some(now);
                     let body = Body::Part(s.framing);

@@ -54,6 +54,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// being sent before the server exits.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// How long a client that has its reply may take to close its end.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// The listen backlog: connection storms wait here rather than being refused.
 const BACKLOG: i32 = 1024;
 
@@ -81,6 +84,7 @@ pub struct Server {
     order: Vec<usize>,
     /// Headers every response carries (CORS).
     extra_headers: String,
+    warned_oversize: bool,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -150,6 +154,7 @@ impl Server {
             draining_until: None,
             rotation: 0,
             order: Vec::new(),
+            warned_oversize: false,
         };
         let registry = server.poll.registry();
         registry.register(&mut server.listener, LISTENER, Interest::READABLE)?;
@@ -186,7 +191,7 @@ impl Server {
                             return Ok(());
                         }
                     }
-                    Token(key) => self.client_ready(key, event.is_readable(), event.is_writable()),
+                    Token(key) => self.client_ready(key, event.is_readable()),
                 }
             }
             let now = Instant::now();
@@ -276,41 +281,30 @@ impl Server {
         entry.insert(Client::new(socket, addr, Instant::now()));
     }
 
-    fn client_ready(&mut self, key: usize, readable: bool, writable: bool) {
+    fn client_ready(&mut self, key: usize, readable: bool) {
         let now = Instant::now();
-        let Some(client) = self.clients.get_mut(key) else {
-            // An event for a client already closed in this batch.
+        if readable && !self.client_read(key, now) {
+            self.close(key);
             return;
-        };
-        let mut open = Ok(Open::Yes);
-        if readable {
-            open = match client.read_in(http::MAX_REQUEST_BYTES) {
-                Ok(true) => Ok(Open::Yes),
-                // Only a stream ends with the client's end: a reply is still
-                // owed to a client that sent its request and half-closed.
-                Ok(false) if matches!(client.state, State::Streaming(_)) => Ok(Open::No),
-                Ok(false) if matches!(client.state, State::Request { .. }) => {
-                    self.respond(key, now);
-                    match self.clients.get(key) {
-                        Some(c) if matches!(c.state, State::Replying) => Ok(Open::Yes),
-                        _ => Ok(Open::No),
-                    }
-                }
-                Ok(false) => Ok(Open::Yes),
-                Err(e) => Err(e),
-            };
-            if matches!(open, Ok(Open::Yes)) {
-                self.respond(key, now);
-            }
         }
-        if matches!(open, Ok(Open::Yes)) && (writable || readable) {
-            if let Some(client) = self.clients.get_mut(key) {
-                open = client.pump(self.latest.as_ref(), now, &mut self.stats);
-            }
-        }
-        if !matches!(open, Ok(Open::Yes)) {
+        let Some(client) = self.clients.get_mut(key) else { return };
+        if !matches!(client.pump(self.latest.as_ref(), now, &mut self.stats), Ok(Open::Yes)) {
             self.close(key);
         }
+    }
+
+    /// Reads what a client sent and answers its request once complete.
+    /// Returns false when the client is finished.
+    fn client_read(&mut self, key: usize, now: Instant) -> bool {
+        let Some(client) = self.clients.get_mut(key) else { return false };
+        let Ok(more) = client.read_in(http::MAX_REQUEST_BYTES) else { return false };
+        if matches!(client.state, State::Request { .. }) {
+            self.respond(key, now);
+        }
+        // The client's end of the stream ends a stream or an unfinished
+        // request, but a reply is still owed to a client that sent its
+        // request and then half-closed.
+        more || matches!(self.clients[key].state, State::Replying)
     }
 
     /// Answers a client in the `Request` state once its request is complete.
@@ -408,6 +402,18 @@ impl Server {
                 self.publish(jpeg, read_at);
             }
         }
+        self.warn_once_oversize();
+    }
+
+    fn warn_once_oversize(&mut self) {
+        if self.splitter.counters.oversize_frames > 0 && !self.warned_oversize {
+            self.warned_oversize = true;
+            eprintln!(
+                "warning: dropped a frame larger than --max-frame-bytes ({} bytes); \
+                 later ones are counted in /stats",
+                self.config.max_frame_bytes
+            );
+        }
     }
 
     /// A regular file: feed it until one frame comes out, once per interval.
@@ -442,6 +448,7 @@ impl Server {
             if let Some(jpeg) = fed.frame {
                 self.publish(jpeg, Instant::now());
             }
+            self.warn_once_oversize();
             if self.splitter.counters.frames > frames {
                 return Ok(());
             }
@@ -464,31 +471,33 @@ impl Server {
         Ok(())
     }
 
-    /// Makes `jpeg` the latest frame and writes it to every idle streaming client.
+    /// Makes `jpeg` the latest frame and writes it to every idle streaming
+    /// client; busy ones skip it.
     fn publish(&mut self, jpeg: Vec<u8>, read_at: Instant) {
         let seq = self.splitter.counters.frames;
         let frame = Rc::new(Frame::new(seq, jpeg, read_at, unix_micros()));
-        self.latest = Some(frame);
         self.order.clear();
         self.order.extend(
             self.clients
                 .iter()
-                .filter(|(_, c)| matches!(c.state, State::Streaming(_)) && c.idle())
+                .filter(|(_, c)| matches!(c.state, State::Streaming(_)))
                 .map(|(k, _)| k),
         );
         let count = self.order.len();
-        if count == 0 {
-            return;
-        }
-        self.rotation = (self.rotation + 1) % count;
+        self.rotation = (self.rotation + 1) % count.max(1);
         let now = Instant::now();
         for i in 0..count {
             let key = self.order[(self.rotation + i) % count];
             let client = &mut self.clients[key];
-            if !matches!(client.pump(self.latest.as_ref(), now, &mut self.stats), Ok(Open::Yes)) {
+            if client.idle()
+                && !matches!(client.pump(Some(&frame), now, &mut self.stats), Ok(Open::Yes))
+            {
                 self.close(key);
+                continue;
             }
+            client.count_skip(&frame, &mut self.stats);
         }
+        self.latest = Some(frame);
     }
 
     /// Once a second: close clients that overstayed, update rates, print stats.
@@ -501,13 +510,16 @@ impl Server {
         self.order.extend(self.clients.iter().filter_map(|(key, c)| {
             let expired = match c.state {
                 State::Request { .. } => now.duration_since(c.accepted) >= request_timeout,
+                State::Closing { since } => now.duration_since(since) >= LINGER,
                 _ => !c.idle() && now.duration_since(c.last_progress) >= client_timeout,
             };
             expired.then_some(key)
         }));
         for i in 0..self.order.len() {
             let key = self.order[i];
-            self.stats.clients_timed_out += 1;
+            if !matches!(self.clients[key].state, State::Closing { .. }) {
+                self.stats.clients_timed_out += 1;
+            }
             self.close(key);
         }
         if let (Some(at), Some(every)) = (self.next_stats, self.config.stats_every) {

@@ -1,0 +1,217 @@
+//! Runs the real binary and talks to it over real sockets.
+#![allow(dead_code)]
+
+use raspivid_mjpeg_server::pattern::Canvas;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any single step of a test may wait before it fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server on a free port with frames to be written to its stdin.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with(args, Stdio::piped())
+    }
+
+    pub fn start_with(args: &[&str], stdin: Stdio) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"))
+            .args(["-p", "0", "--bind", "127.0.0.1"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(port) =
+                    line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next())
+                {
+                    let _ = tx.send(port.parse::<u16>().unwrap());
+                }
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let port = rx
+            .recv_timeout(STEP)
+            .unwrap_or_else(|_| panic!("no start-up line: {}", stderr.lock().unwrap()));
+        Server { child, port, stderr }
+    }
+
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().unwrap()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
+        s
+    }
+
+    /// A viewer that asks for the stream and never reads: its receive
+    /// buffer is small so that it fills within a few frames.
+    pub fn stalled_viewer(&self, path: &str) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], self.port)).into()).unwrap();
+        let mut s: TcpStream = socket.into();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        s
+    }
+
+    /// A whole non-streaming response: status code, head, body.
+    pub fn get(&self, request: &str) -> (u16, String, Vec<u8>) {
+        let mut s = self.connect();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        split_response(&raw)
+    }
+
+    pub fn get_path(&self, path: &str) -> (u16, String, Vec<u8>) {
+        self.get(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+    }
+
+    /// Waits for the server to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the stderr thread take the last lines.
+                thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn stats(&self) -> String {
+        String::from_utf8(self.get_path("/stats").2).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one number from the `/stats` JSON.
+pub fn json_number(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].parse().unwrap()
+}
+
+pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head, raw[end..].to_vec())
+}
+
+/// `count` distinct JPEG frames of the test pattern.
+pub fn frames(count: u64) -> Vec<Vec<u8>> {
+    let mut canvas = Canvas::new();
+    (0..count)
+        .map(|n| {
+            canvas.draw(n, 1_700_000_000_000 + n);
+            canvas.encode().unwrap()
+        })
+        .collect()
+}
+
+/// A streaming viewer that parses parts by their `Content-Length`.
+pub struct Viewer {
+    reader: BufReader<TcpStream>,
+    pub head: String,
+}
+
+impl Viewer {
+    pub fn open(server: &Server, path: &str) -> Viewer {
+        let mut s = server.connect();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(s);
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert!(reader.read_line(&mut head).unwrap() > 0, "stream head cut short: {head}");
+        }
+        let mut delimiter = String::new();
+        reader.read_line(&mut delimiter).unwrap();
+        assert_eq!(delimiter, "--7b3cc56e5f51db803f790dad720ed50a\r\n");
+        Viewer { reader, head }
+    }
+
+    /// The next part's JPEG, checking the framing around it.
+    pub fn next_frame(&mut self) -> Vec<u8> {
+        self.try_next_frame().expect("the stream went on")
+    }
+
+    /// The next part's JPEG, or None at the end of the stream.
+    pub fn try_next_frame(&mut self) -> Option<Vec<u8>> {
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                length = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        let mut jpeg = vec![0; length.expect("Content-Length")];
+        self.reader.read_exact(&mut jpeg).ok()?;
+        let mut trailer = [0; 38];
+        self.reader.read_exact(&mut trailer).ok()?;
+        assert_eq!(&trailer, b"\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n");
+        Some(jpeg)
+    }
+
+    pub fn close(self) {
+        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+/// True if `program` can be run; in CI a missing program fails the test,
+/// elsewhere the test says why it is skipped.
+pub fn have(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{program} is missing; .ci/run installs it");
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}

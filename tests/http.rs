@@ -1,0 +1,129 @@
+//! HTTP on the wire: routes, errors, limits, access control.
+
+mod common;
+
+use common::{json_number, Server, Viewer, STEP};
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[test]
+fn errors_have_their_status_and_headers() {
+    let server = Server::start(&[]);
+    let (status, _, body) = server.get_path("/nothing-here");
+    assert_eq!((status, &body[..]), (404, &b"404 Not Found\n"[..]));
+    let (status, head, _) = server.get("POST /video.mjpg HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, 405);
+    assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+    assert_eq!(server.get("GET / HTTP/1.1\r\nBad header\r\n\r\n").0, 400);
+    let mut huge = String::from("GET /video.mjpg HTTP/1.1\r\n");
+    while huge.len() < 9000 {
+        huge.push_str("X-Padding: 0123456789abcdef0123456789abcdef\r\n");
+    }
+    assert_eq!(server.get(&huge).0, 431);
+}
+
+#[test]
+fn binary_garbage_gets_400_and_the_server_goes_on() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xFF, 0x00, 0x80, 0x0A, 0x0D, 0x0A]).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    assert_eq!(server.get_path("/").0, 200);
+}
+
+#[test]
+fn a_request_in_one_byte_writes_still_works() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.set_nodelay(true).unwrap();
+    for b in b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n" {
+        s.write_all(&[*b]).unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (status, head, body) = common::split_response(&raw);
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nContent-Type: application/json\r\n"));
+    assert!(body.starts_with(b"{\"uptime_s\":"));
+}
+
+#[test]
+fn pipelined_requests_get_the_first_answer_then_close() {
+    let server = Server::start(&[]);
+    let (status, _, body) = server
+        .get("GET /stats HTTP/1.1\r\n\r\nGET /nothing HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"{") && body.ends_with(b"}"));
+}
+
+#[test]
+fn head_of_the_stream_and_the_page() {
+    let server = Server::start(&[]);
+    let (status, head, body) = server.get("HEAD /video.mjpg HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("multipart/x-mixed-replace; boundary="));
+    assert!(body.is_empty());
+    let (status, head, body) = server.get_path("/?_=123");
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("src=\"video.mjpg\""));
+    assert!(page.contains("href=\"snapshot.jpg\""));
+}
+
+#[test]
+fn a_silent_client_is_closed_at_the_request_timeout() {
+    let server = Server::start(&["--request-timeout", "1"]);
+    let mut silent = server.connect();
+    silent.write_all(b"GET /vid").unwrap();
+    let start = Instant::now();
+    let mut buf = [0; 16];
+    // The server closes without a word: read returns 0.
+    assert_eq!(silent.read(&mut buf).unwrap(), 0);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < STEP, "closed after {waited:?}");
+    assert_eq!(json_number(&server.stats(), "clients_timed_out"), 1.0);
+}
+
+#[test]
+fn one_client_more_than_max_clients_gets_503() {
+    let server = Server::start(&["--max-clients", "2"]);
+    let _a = Viewer::open(&server, "/video.mjpg");
+    let _b = Viewer::open(&server, "/video.mjpg");
+    let mut c = server.connect();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    assert!(
+        raw.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
+#[test]
+fn basic_auth_guards_every_endpoint() {
+    let server = Server::start(&["--auth", "pilot:rc-car"]);
+    for path in ["/", "/video.mjpg", "/snapshot.jpg", "/stats"] {
+        let (status, head, _) = server.get_path(path);
+        assert_eq!(status, 401, "{path}");
+        assert!(head.contains("\r\nWWW-Authenticate: Basic realm=\"camera\""), "{head}");
+    }
+    let wrong = server.get("GET /stats HTTP/1.1\r\nAuthorization: Basic cGlsb3Q6cmMtY2Fy_\r\n\r\n");
+    assert_eq!(wrong.0, 401);
+    // base64("pilot:rc-car")
+    let right = server.get("GET /stats HTTP/1.1\r\nAuthorization: Basic cGlsb3Q6cmMtY2Fy\r\n\r\n");
+    assert_eq!(right.0, 200);
+}
+
+#[test]
+fn cors_headers_only_when_asked_for() {
+    let plain = Server::start(&[]);
+    assert!(!plain.get_path("/stats").1.contains("Access-Control"));
+    let cors = Server::start(&["--allow-origin", "https://dash.example"]);
+    let head = cors.get_path("/stats").1;
+    assert!(head.contains("\r\nAccess-Control-Allow-Origin: https://dash.example\r\n"), "{head}");
+}

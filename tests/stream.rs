@@ -1,0 +1,220 @@
+//! The stream end to end: frames written into stdin come out of the socket.
+
+mod common;
+
+use common::{frames, json_number, Server, Viewer, STEP};
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Writes `frames` into stdin, one every `interval`.
+fn produce(server: &mut Server, frames: &[Vec<u8>], interval: Duration) {
+    let start = Instant::now();
+    for (n, frame) in frames.iter().enumerate() {
+        server.stdin().write_all(frame).unwrap();
+        let due = start + interval * (n as u32 + 1);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+}
+
+#[test]
+fn every_frame_arrives_byte_identical_in_order_to_two_viewers() {
+    let mut server = Server::start(&["--stats", "1"]);
+    let mut a = Viewer::open(&server, "/video.mjpg");
+    let mut b = Viewer::open(&server, "/stream?cachebuster=1");
+    assert!(a.head.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(a.head.contains(
+        "\r\nContent-Type: multipart/x-mixed-replace; boundary=7b3cc56e5f51db803f790dad720ed50a\r\n"
+    ));
+    assert!(a.head.contains("\r\nCache-Control: no-cache, no-store, must-revalidate\r\n"));
+    let sent = frames(60);
+    let reader_a = thread::spawn(move || (0..60).map(|_| a.next_frame()).collect::<Vec<_>>());
+    let reader_b = thread::spawn(move || (0..60).map(|_| b.next_frame()).collect::<Vec<_>>());
+    produce(&mut server, &sent, Duration::from_millis(15));
+    assert!(reader_a.join().unwrap() == sent, "viewer A got other frames than were sent");
+    assert!(reader_b.join().unwrap() == sent, "viewer B got other frames than were sent");
+    let status = server.wait();
+    assert!(status.success(), "exit status {status}");
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("done: "), "{log}");
+    assert!(log.contains("frames in 60,"), "{log}");
+    assert!(log.contains("Value     Percentile TotalCount"), "{log}");
+}
+
+#[test]
+fn a_new_viewer_gets_the_latest_frame_at_once() {
+    let mut server = Server::start(&[]);
+    let sent = frames(3);
+    for frame in &sent {
+        server.stdin().write_all(frame).unwrap();
+    }
+    server.stdin().flush().unwrap();
+    // The server has the frames once a snapshot is the last of them.
+    let deadline = Instant::now() + STEP;
+    while server.get_path("/snapshot.jpg").2 != sent[2] {
+        assert!(Instant::now() < deadline, "the last frame never became the snapshot");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut viewer = Viewer::open(&server, "/?action=stream");
+    assert_eq!(viewer.next_frame(), sent[2]);
+}
+
+#[test]
+fn snapshot_is_503_before_the_first_frame_then_the_latest_jpeg() {
+    let mut server = Server::start(&[]);
+    let (status, head, _) = server.get_path("/snapshot.jpg");
+    assert_eq!(status, 503);
+    assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
+    let sent = frames(2);
+    server.stdin().write_all(&sent.concat()).unwrap();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, head, body) = server.get_path("/?action=snapshot");
+        if status == 200 && body == sent[1] {
+            assert!(head.contains("\r\nContent-Type: image/jpeg\r\n"));
+            assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", sent[1].len())));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot of the last frame");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (status, head, body) = server.get("HEAD /snapshot HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", sent[1].len())));
+    assert!(body.is_empty());
+}
+
+#[test]
+fn a_viewer_that_never_reads_does_not_slow_one_that_does() {
+    const FRAMES: usize = 270; // 3 s at 90 fps
+    let mut server = Server::start(&[]);
+    let stalled: Vec<_> = (0..5).map(|_| server.stalled_viewer("/video.mjpg")).collect();
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let sent = frames(30);
+    let sent_cycle: Vec<Vec<u8>> = sent.iter().cycle().take(FRAMES).cloned().collect();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Some(frame) = viewer.try_next_frame() {
+            got.push(frame);
+        }
+        got
+    });
+    produce(&mut server, &sent_cycle[..FRAMES / 3], Duration::from_micros(11_111));
+    let rss_early = server.rss_kib();
+    produce(&mut server, &sent_cycle[FRAMES / 3..], Duration::from_micros(11_111));
+    let rss_late = server.rss_kib();
+    let stats = server.stats();
+    assert!(server.wait().success());
+    let got = reader.join().unwrap();
+    assert!(
+        got.len() >= FRAMES * 9 / 10,
+        "the reading viewer got {} of {FRAMES} frames",
+        got.len()
+    );
+    assert!(got.iter().all(|f| sent.contains(f)), "a frame arrived altered");
+    assert!(
+        json_number(&stats, "frames_skipped") > 0.0,
+        "the stalled viewers skipped nothing: {stats}"
+    );
+    // Stalled viewers hold one frame each at most: memory stays flat.
+    assert!(rss_late < rss_early + 2048, "RSS grew from {rss_early} KiB to {rss_late} KiB");
+    drop(stalled);
+}
+
+#[test]
+fn garbage_and_broken_frames_are_skipped_and_counted() {
+    let mut server = Server::start(&[]);
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let sent = frames(2);
+    let garbage = b"raspivid header \xFF\x00\xFF\xD9 junk";
+    let broken = &sent[0][..sent[0].len() / 2];
+    let input = [&garbage[..], broken, &sent[0], garbage, &sent[1]].concat();
+    server.stdin().write_all(&input).unwrap();
+    assert_eq!(viewer.next_frame(), sent[0]);
+    assert_eq!(viewer.next_frame(), sent[1]);
+    let stats = server.stats();
+    assert_eq!(json_number(&stats, "frames_in"), 2.0);
+    assert_eq!(json_number(&stats, "broken_frames"), 1.0);
+    assert_eq!(json_number(&stats, "garbage_bytes"), 2.0 * garbage.len() as f64);
+}
+
+#[test]
+fn a_frame_over_the_cap_is_dropped_with_a_warning() {
+    let mut server = Server::start(&["--max-frame-bytes", "30000"]);
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let small = frames(1).remove(0);
+    assert!(small.len() < 30000);
+    let mut big = vec![0xFF, 0xD8, 0xFF, 0xFE, 0xFF, 0xFF];
+    big.extend(std::iter::repeat_n(0x41, 0xFFFD));
+    big.extend_from_slice(&small[2..]);
+    server.stdin().write_all(&[&big[..], &small].concat()).unwrap();
+    assert_eq!(viewer.next_frame(), small);
+    assert_eq!(json_number(&server.stats(), "oversize_frames"), 1.0);
+}
+
+#[test]
+fn a_busy_port_is_a_one_line_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"))
+        .args(["-p", &port, "--bind", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}: ")), "{err}");
+    assert!(err.contains("-p"), "{err}");
+}
+
+#[test]
+fn a_bad_flag_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"))
+        .args(["--port", "eighty"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn ffprobe_reads_the_stream() {
+    if !common::have("ffprobe") {
+        return;
+    }
+    let mut server = Server::start(&[]);
+    let url = format!("http://127.0.0.1:{}/video.mjpg", server.port);
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            &url,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = frames(30);
+    let stop = Instant::now() + STEP;
+    let mut probe = probe;
+    for frame in sent.iter().cycle() {
+        if probe.try_wait().unwrap().is_some() || Instant::now() > stop {
+            break;
+        }
+        server.stdin().write_all(frame).unwrap();
+        thread::sleep(Duration::from_millis(30));
+    }
+    let out = probe.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "mjpeg,640,480");
+}
