@@ -68,6 +68,11 @@ pub struct Args {
     #[argh(option, default = "10")]
     pub client_timeout: u64,
 
+    /// bytes a viewer may have unsent in the kernel before it is given a new frame: small keeps
+    /// a slow link showing the newest frame instead of a queue (default 32768)
+    #[argh(option, default = "32 * 1024")]
+    pub max_queued_bytes: u32,
+
     /// require HTTP Basic authentication with USER:PASS on every endpoint
     #[argh(option)]
     pub auth: Option<String>,
@@ -117,6 +122,7 @@ pub struct Config {
     pub fps: u32,
     pub request_timeout: Duration,
     pub client_timeout: Duration,
+    pub max_queued_bytes: u32,
     /// The `Authorization` header value a client must send, if any.
     pub authorization: Option<String>,
     pub allow_origin: Option<String>,
@@ -177,6 +183,7 @@ impl Args {
             fps: self.fps,
             request_timeout: Duration::from_secs(self.request_timeout),
             client_timeout: Duration::from_secs(self.client_timeout),
+            max_queued_bytes: self.max_queued_bytes.max(1),
             authorization,
             allow_origin: self.allow_origin,
         })

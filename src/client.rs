@@ -23,6 +23,7 @@ use crate::stats::Stats;
 use mio::net::TcpStream;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub struct Stream {
     pub last_start: Option<Instant>,
     pub frames: u64,
     pub skipped: u64,
+    /// Frames sent in the last second, and the count when it began.
+    pub fps: u64,
+    pub frames_at_tick: u64,
 }
 
 /// What follows the response head in the output.
@@ -142,6 +146,8 @@ impl Client {
             last_start: latest.map(|_| now),
             frames: 0,
             skipped: 0,
+            fps: 0,
+            frames_at_tick: 0,
         });
         self.set_out(head, latest.map(|f| (Rc::clone(f), Body::Part(framing))));
         self.timed = false;
@@ -165,9 +171,15 @@ impl Client {
 
     /// Writes until the socket would block or there is nothing more to send,
     /// taking the newest frame each time a streaming client finishes one.
+    ///
+    /// A new frame is started only while the kernel holds fewer than
+    /// `max_queued` unsent bytes for this client: on a link slower than the
+    /// stream, the frame chosen is then the newest when the link has room,
+    /// not one that waits behind a queue.
     pub fn pump(
         &mut self,
         latest: Option<&Rc<Frame>>,
+        max_queued: usize,
         now: Instant,
         stats: &mut Stats,
     ) -> io::Result<Open> {
@@ -198,6 +210,9 @@ impl Client {
                         if now < last + min {
                             return Ok(Open::Yes);
                         }
+                    }
+                    if unsent_bytes(&self.socket).is_some_and(|n| n >= max_queued) {
+                        return Ok(Open::Yes);
                     }
                     s.last_seq = frame.seq;
                     s.last_start = Some(now);
@@ -263,6 +278,15 @@ impl Client {
             }
         }
     }
+}
+
+/// Bytes the kernel holds for this socket that have not been sent yet
+/// (`SIOCOUTQNSD`), or None where the kernel cannot say.
+pub fn unsent_bytes(socket: &TcpStream) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: the ioctl writes one int through a valid pointer.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCOUTQNSD, &mut n) };
+    (rc == 0).then_some(n as usize)
 }
 
 fn pieces(frame: &Frame, body: Body) -> [&[u8]; 3] {

@@ -13,7 +13,7 @@ their socket becomes writable, then take the newest frame.
 */
 
 use crate::cli::Config;
-use crate::client::{Client, Open, State};
+use crate::client::{self, Client, Open, State};
 use crate::frame::Frame;
 use crate::http::{self, Parsed, Route, Status};
 use crate::input::{self, AtEnd, Input};
@@ -25,6 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
+use std::fmt::Write as _;
 use std::io::{self, Seek, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -56,6 +57,10 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a client that has its reply may take to close its end.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// `/stats` lists this many viewers at most, so that its size stays small
+/// with thousands connected.
+const MAX_VIEWERS_LISTED: usize = 256;
 
 /// The listen backlog: connection storms wait here rather than being refused.
 const BACKLOG: i32 = 1024;
@@ -271,6 +276,9 @@ impl Server {
         }
         // Frames go out the moment they are written, not after Nagle's delay.
         let _ = socket.set_nodelay(true);
+        // The socket is writable again only when the unsent bytes fall under
+        // this mark, so a slow viewer's kernel queue stays short.
+        let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(self.config.max_queued_bytes);
         let entry = self.clients.vacant_entry();
         let token = Token(entry.key());
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -288,7 +296,15 @@ impl Server {
             return;
         }
         let Some(client) = self.clients.get_mut(key) else { return };
-        if !matches!(client.pump(self.latest.as_ref(), now, &mut self.stats), Ok(Open::Yes)) {
+        if !matches!(
+            client.pump(
+                self.latest.as_ref(),
+                self.config.max_queued_bytes as usize,
+                now,
+                &mut self.stats
+            ),
+            Ok(Open::Yes)
+        ) {
             self.close(key);
         }
     }
@@ -310,6 +326,7 @@ impl Server {
     /// Answers a client in the `Request` state once its request is complete.
     fn respond(&mut self, key: usize, now: Instant) {
         let clients_now = self.clients.len();
+        let viewers = self.viewers_json(now);
         let Some(client) = self.clients.get_mut(key) else { return };
         let State::Request { buf } = &client.state else { return };
         let extra = &self.extra_headers;
@@ -358,10 +375,38 @@ impl Server {
                 client.reply(http::response_head("204 No Content", "image/x-icon", 0, extra), None)
             }
             Route::Stats => {
-                let json = self.stats.json(now, &self.splitter.counters, clients_now);
+                let json = self.stats.json(now, &self.splitter.counters, clients_now, &viewers);
                 client.reply(page(&json, "application/json", extra, request.head_only), None);
             }
         }
+    }
+
+    /// Per-viewer figures for `/stats`, for the first `MAX_VIEWERS_LISTED`.
+    fn viewers_json(&self, now: Instant) -> String {
+        let mut out = String::from("[");
+        let viewers = self.clients.iter().filter_map(|(_, c)| match &c.state {
+            State::Streaming(s) => Some((c, s)),
+            _ => None,
+        });
+        for (i, (c, s)) in viewers.take(MAX_VIEWERS_LISTED).enumerate() {
+            let unsent = client::unsent_bytes(&c.socket).unwrap_or(0);
+            let _ = write!(
+                out,
+                "{}{{\"addr\":\"{}\",\"age_s\":{:.1},\"fps\":{},\"frames\":{},\"skipped\":{},\
+                 \"pending_bytes\":{},\"kernel_unsent_bytes\":{},\"bytes_sent\":{}}}",
+                if i == 0 { "" } else { "," },
+                c.addr,
+                now.duration_since(c.accepted).as_secs_f64(),
+                s.fps,
+                s.frames,
+                s.skipped,
+                c.queued_bytes(),
+                unsent,
+                c.bytes_sent,
+            );
+        }
+        out.push(']');
+        out
     }
 
     fn close(&mut self, key: usize) {
@@ -485,12 +530,16 @@ impl Server {
         );
         let count = self.order.len();
         self.rotation = (self.rotation + 1) % count.max(1);
+        let max_queued = self.config.max_queued_bytes as usize;
         let now = Instant::now();
         for i in 0..count {
             let key = self.order[(self.rotation + i) % count];
             let client = &mut self.clients[key];
             if client.idle()
-                && !matches!(client.pump(Some(&frame), now, &mut self.stats), Ok(Open::Yes))
+                && !matches!(
+                    client.pump(Some(&frame), max_queued, now, &mut self.stats),
+                    Ok(Open::Yes)
+                )
             {
                 self.close(key);
                 continue;
@@ -504,6 +553,12 @@ impl Server {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.stats.tick(now, self.splitter.counters.frames);
+        for (_, client) in self.clients.iter_mut() {
+            if let State::Streaming(s) = &mut client.state {
+                s.fps = s.frames - s.frames_at_tick;
+                s.frames_at_tick = s.frames;
+            }
+        }
         let (request_timeout, client_timeout) =
             (self.config.request_timeout, self.config.client_timeout);
         self.order.clear();

@@ -106,7 +106,8 @@ impl Stats {
     }
 
     /// The `/stats` document.
-    pub fn json(&self, now: Instant, input: &Counters, clients: usize) -> String {
+    /// The `/stats` document; `viewers` is a JSON array of per-viewer figures.
+    pub fn json(&self, now: Instant, input: &Counters, clients: usize, viewers: &str) -> String {
         let h = &self.latency;
         let mut out = String::with_capacity(512);
         let _ = write!(
@@ -115,7 +116,7 @@ impl Stats {
              \"bytes_in\":{},\"bytes_out\":{},\"clients\":{clients},\"clients_total\":{},\
              \"clients_refused\":{},\"clients_timed_out\":{},\"accept_pauses\":{},\"frames_out\":{},\
              \"frames_skipped\":{},\"garbage_bytes\":{},\"broken_frames\":{},\"oversize_frames\":{},\
-             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}",
+             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"viewers\":{viewers}}}",
             now.duration_since(self.started).as_secs_f64(),
             input.frames,
             self.fps_in,
@@ -226,11 +227,11 @@ mod tests {
         assert_eq!(stats.fps_in, 30.0);
         assert_eq!(stats.fps_out, 0.5);
         let counters = Counters { frames: 60, garbage_bytes: 7, ..Counters::default() };
-        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3);
+        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3, "[]");
         assert!(json.starts_with("{\"uptime_s\":2.000,\"frames_in\":60,\"fps_in\":30.0,"));
         assert!(json.contains("\"clients\":3,"));
         assert!(json.contains("\"garbage_bytes\":7,"));
         assert!(json.contains("\"latency_us\":{\"count\":1,\"p50\":1000,"));
-        assert!(json.ends_with("}}"));
+        assert!(json.ends_with("},\"viewers\":[]}"));
     }
 }
