@@ -561,12 +561,20 @@ impl Server {
         }
         let (request_timeout, client_timeout) =
             (self.config.request_timeout, self.config.client_timeout);
+        let latest_seq = self.latest.as_ref().map_or(0, |f| f.seq);
         self.order.clear();
         self.order.extend(self.clients.iter().filter_map(|(key, c)| {
             let expired = match c.state {
                 State::Request { .. } => now.duration_since(c.accepted) >= request_timeout,
                 State::Closing { since } => now.duration_since(since) >= LINGER,
-                _ => !c.idle() && now.duration_since(c.last_progress) >= client_timeout,
+                // A viewer is stalled when a frame waits for it, in our
+                // output or as a newer frame it cannot take because its
+                // kernel queue is full, and it has taken nothing for a while.
+                State::Streaming(ref s) => {
+                    (!c.idle() || s.last_seq < latest_seq)
+                        && now.duration_since(c.last_progress) >= client_timeout
+                }
+                State::Replying => now.duration_since(c.last_progress) >= client_timeout,
             };
             expired.then_some(key)
         }));
