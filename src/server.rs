@@ -60,6 +60,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The listen backlog: connection storms wait here rather than being refused.
 const BACKLOG: i32 = 1024;
 
+/// Unsent bytes the kernel may hold for a client beyond what is in flight.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
 pub struct Server {
     config: Config,
     poll: Poll,
@@ -271,6 +274,11 @@ impl Server {
         }
         // Frames go out the moment they are written, not after Nagle's delay.
         let _ = socket.set_nodelay(true);
+        // The kernel takes only this much more than is on the wire, so a
+        // client that reads nothing stops taking data at once: it then skips
+        // frames, and --client-timeout sees it stall, instead of the send
+        // buffer growing for seconds of stale frames.
+        let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let entry = self.clients.vacant_entry();
         let token = Token(entry.key());
         let interest = Interest::READABLE | Interest::WRITABLE;
