@@ -42,6 +42,10 @@ const EVENTS: usize = 1024;
 /// never asks for more than a pipe (64 KiB by default) can hold twice over.
 const READ_BUF: usize = 128 * 1024;
 
+/// Reads from the polled input per turn of the loop (1 MiB): a producer
+/// writing flat out must not keep the loop from clients that wait to write.
+const INPUT_READS: usize = 8;
+
 /// How often timeouts are checked and rates updated.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -74,6 +78,8 @@ pub struct Server {
     latest: Option<Rc<Frame>>,
     stats: Stats,
     read_buf: Vec<u8>,
+    /// The polled input may hold more than the last turn read.
+    input_pending: bool,
     /// Bytes read from a paced file and not yet fed to the splitter.
     paced: (usize, usize),
     next_paced: Instant,
@@ -149,6 +155,7 @@ impl Server {
             latest: None,
             stats: Stats::new(Instant::now()),
             read_buf: vec![0; READ_BUF],
+            input_pending: false,
             paced: (0, 0),
             next_paced: Instant::now(),
             next_tick: Instant::now() + TICK,
@@ -180,7 +187,11 @@ impl Server {
                     return Ok(());
                 }
             }
-            let timeout = self.next_wakeup().saturating_duration_since(now);
+            let timeout = if self.input_pending {
+                Duration::ZERO
+            } else {
+                self.next_wakeup().saturating_duration_since(now)
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
@@ -196,6 +207,9 @@ impl Server {
                     }
                     Token(key) => self.client_ready(key, event.is_readable()),
                 }
+            }
+            if self.input_pending {
+                self.read_input()?;
             }
             let now = Instant::now();
             if matches!(self.input, Input::Paced { .. })
@@ -382,9 +396,17 @@ impl Server {
         }
     }
 
-    /// Reads the polled input until it would block, handing on every frame.
+    /// Reads the polled input until it would block, handing on every frame;
+    /// after [`INPUT_READS`] reads, the rest waits for the next turn.
     fn read_input(&mut self) -> io::Result<()> {
+        self.input_pending = false;
+        let mut reads = 0;
         while self.draining_until.is_none() {
+            if reads == INPUT_READS {
+                self.input_pending = true;
+                break;
+            }
+            reads += 1;
             let Input::Polled { file, end } = &mut self.input else { break };
             let end = *end;
             match input::read_some(file, &mut self.read_buf) {
