@@ -25,7 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -284,6 +284,9 @@ impl Server {
                 &self.extra_headers,
                 false,
             ));
+            // Take in the request if it is there: closing with it unread
+            // would send a reset, which can destroy the answer unread.
+            let _ = socket.read(&mut [0; 4096]);
             return;
         }
         // Frames go out the moment they are written, not after Nagle's delay.

@@ -70,6 +70,24 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The `/stats` document, or None while the server refuses with 503.
+fn try_stats(server: &Server) -> Option<String> {
+    let (status, _, body) = server.get_path("/stats");
+    (status == 200).then(|| String::from_utf8(body).unwrap())
+}
+
+/// Waits until `value` gives something, failing the test after [`STEP`].
+fn wait_for_value<T>(what: &str, mut value: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = value() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stat(server: &Server, key: &str) -> f64 {
     json_number(&server.stats(), key)
 }
@@ -750,7 +768,16 @@ fn a_storm_of_5000_connects_and_disconnects() {
         .collect();
     let failed: usize = storm.into_iter().map(|h| h.join().unwrap()).sum();
     let storm_secs = start.elapsed().as_secs_f64();
-    wait_for("the storm's connections are all closed", || stat(&server, "clients") == 2.0);
+    // Until the server has seen the storm's connections close, they count
+    // towards --max-clients, and a new client may be refused with 503.
+    let mut refused_here = 0;
+    wait_for("the storm's connections are all closed", || match try_stats(&server) {
+        Some(stats) => json_number(&stats, "clients") == 2.0,
+        None => {
+            refused_here += 1;
+            false
+        }
+    });
     let settled_secs = start.elapsed().as_secs_f64();
     let rss_after = server.rss_kib();
     let stats = server.stats();
@@ -761,7 +788,7 @@ fn a_storm_of_5000_connects_and_disconnects() {
     eprintln!(
         "storm: {} connects and disconnects from {THREADS} threads in {storm_secs:.2} s \
          ({:.0}/s), {failed} failed, all closed after {settled_secs:.2} s; clients_total {}, \
-         clients_refused {}; RSS {rss_before} -> {rss_after} KiB; the viewer got {} of {produced} frames, longest \
+         clients_refused {} ({refused_here} of them the test's own /stats); RSS {rss_before} -> {rss_after} KiB; the viewer got {} of {produced} frames, longest \
          gap {} ms",
         THREADS * EACH,
         (THREADS * EACH) as f64 / storm_secs,
@@ -779,6 +806,49 @@ fn a_storm_of_5000_connects_and_disconnects() {
     assert!(rss_after < rss_before + 4096, "RSS grew from {rss_before} to {rss_after} KiB");
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() * 10 >= produced * 9, "viewer got {} of {produced}", got.order.len());
+}
+
+#[test]
+fn clients_over_max_clients_read_a_whole_503_though_they_sent_a_request() {
+    let _serial = serial();
+    const REFUSED: usize = 50;
+    let server = Server::start(&["--max-clients", "1"]);
+    let viewer = Viewer::open(&server, "/video.mjpg");
+    // While the server is stopped, every request is in before it takes
+    // the connection: the server has to answer with the request unread.
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill with the pid of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let clients: Vec<TcpStream> = (0..REFUSED)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let mut whole = 0;
+    let mut failures = Vec::new();
+    for mut s in clients {
+        let mut raw = Vec::new();
+        match s.read_to_end(&mut raw) {
+            Ok(_) if raw.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n") => whole += 1,
+            Ok(_) => failures.push(String::from_utf8_lossy(&raw).into_owned()),
+            Err(e) => failures.push(format!("{e} after {} bytes", raw.len())),
+        }
+    }
+    viewer.close();
+    let refused = wait_for_value("the viewer is gone", || {
+        try_stats(&server).map(|stats| json_number(&stats, "clients_refused"))
+    });
+    eprintln!(
+        "{REFUSED} clients over --max-clients 1, each with its request sent: {whole} read a whole \
+         503 and the end; clients_refused {refused}; {:?}",
+        failures.first()
+    );
+    assert_eq!(whole, REFUSED, "{failures:?}");
+    assert_eq!(refused, REFUSED as f64);
 }
 
 #[test]
