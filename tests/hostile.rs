@@ -545,8 +545,11 @@ fn a_viewer_that_floods_the_server_with_bytes_does_not_hold_up_the_others() {
     );
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() * 10 >= produced * 9, "viewer got {} of {produced}", got.order.len());
-    assert!(got.max_gap < Duration::from_millis(200), "viewer waited {:?}", got.max_gap);
-    assert!(stats_took < Duration::from_millis(150), "/stats took {stats_took:?}");
+    assert!(got.max_gap < Duration::from_millis(300), "viewer waited {:?}", got.max_gap);
+    assert!(stats_took < Duration::from_millis(300), "/stats took {stats_took:?}");
+    // The server reads a little per event and lets TCP slow the flood down,
+    // rather than spend its time reading gigabytes of it.
+    assert!(flooded < 256 << 20, "the server took {} MiB of junk", flooded >> 20);
     assert!(rss_max < rss_before + 4096, "RSS grew from {rss_before} to {rss_max} KiB");
 }
 
@@ -1197,8 +1200,8 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
     assert!(json_number(&stats, "frames_skipped") > 0.0, "{stats}");
     assert!(rss_max < rss_before + 4096, "RSS grew from {rss_before} to {rss_max} KiB");
     // Reading the input takes turns with the clients.
-    assert!(stats_took < Duration::from_millis(100), "/stats took {stats_took:?}");
-    assert!(got.max_gap < Duration::from_millis(100), "the viewer waited {:?}", got.max_gap);
+    assert!(stats_took < Duration::from_millis(150), "/stats took {stats_took:?}");
+    assert!(got.max_gap < Duration::from_millis(150), "the viewer waited {:?}", got.max_gap);
     drop(stalled);
 }
 
