@@ -30,6 +30,11 @@ use std::time::{Duration, Instant};
 /// Scratch space for reading requests and draining what clients send later.
 const READ_CHUNK: usize = 4096;
 
+/// Most bytes thrown away per read event once the request is in: a client
+/// that sends without end must not hold the loop from everyone else. The
+/// rest waits in the socket, and TCP's flow control slows the sender down.
+const DRAIN_PER_EVENT: usize = 64 * 1024;
+
 pub enum State {
     /// Reading the request; `buf` never exceeds [`crate::http::MAX_REQUEST_BYTES`].
     Request { buf: Vec<u8> },
@@ -257,9 +262,11 @@ impl Client {
 
     /// Reads what the client sent, until the socket is empty. Returns false
     /// at the end of the client's stream. The request, while it is being
-    /// read, is kept (up to `cap` bytes); anything later is thrown away.
+    /// read, is kept (up to `cap` bytes); anything later is thrown away, at
+    /// most [`DRAIN_PER_EVENT`] bytes a call.
     pub fn read_in(&mut self, cap: usize) -> io::Result<bool> {
         let mut chunk = [0; READ_CHUNK];
+        let mut drained = 0;
         loop {
             match self.socket.read(&mut chunk) {
                 Ok(0) => return Ok(false),
@@ -268,6 +275,11 @@ impl Client {
                         let room = cap.saturating_sub(buf.len());
                         buf.extend_from_slice(&chunk[..n.min(room)]);
                         if buf.len() >= cap {
+                            return Ok(true);
+                        }
+                    } else {
+                        drained += n;
+                        if drained >= DRAIN_PER_EVENT {
                             return Ok(true);
                         }
                     }

@@ -26,7 +26,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::fmt::Write as _;
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -42,6 +42,10 @@ const EVENTS: usize = 1024;
 /// One read from the input: a whole 640x480 frame usually fits, and a read
 /// never asks for more than a pipe (64 KiB by default) can hold twice over.
 const READ_BUF: usize = 128 * 1024;
+
+/// Reads from the polled input per turn of the loop (1 MiB): a producer
+/// writing flat out must not keep the loop from clients that wait to write.
+const INPUT_READS: usize = 8;
 
 /// How often timeouts are checked and rates updated.
 const TICK: Duration = Duration::from_secs(1);
@@ -76,6 +80,8 @@ pub struct Server {
     latest: Option<Rc<Frame>>,
     stats: Stats,
     read_buf: Vec<u8>,
+    /// The polled input may hold more than the last turn read.
+    input_pending: bool,
     /// Bytes read from a paced file and not yet fed to the splitter.
     paced: (usize, usize),
     next_paced: Instant,
@@ -151,6 +157,7 @@ impl Server {
             latest: None,
             stats: Stats::new(Instant::now()),
             read_buf: vec![0; READ_BUF],
+            input_pending: false,
             paced: (0, 0),
             next_paced: Instant::now(),
             next_tick: Instant::now() + TICK,
@@ -182,7 +189,11 @@ impl Server {
                     return Ok(());
                 }
             }
-            let timeout = self.next_wakeup().saturating_duration_since(now);
+            let timeout = if self.input_pending {
+                Duration::ZERO
+            } else {
+                self.next_wakeup().saturating_duration_since(now)
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
@@ -198,6 +209,9 @@ impl Server {
                     }
                     Token(key) => self.client_ready(key, event.is_readable()),
                 }
+            }
+            if self.input_pending {
+                self.read_input()?;
             }
             let now = Instant::now();
             if matches!(self.input, Input::Paced { .. })
@@ -272,12 +286,18 @@ impl Server {
                 &self.extra_headers,
                 false,
             ));
+            // Take in the request if it is there: closing with it unread
+            // would send a reset, which can destroy the answer unread.
+            let _ = socket.read(&mut [0; 4096]);
             return;
         }
         // Frames go out the moment they are written, not after Nagle's delay.
         let _ = socket.set_nodelay(true);
-        // The socket is writable again only when the unsent bytes fall under
-        // this mark, so a slow viewer's kernel queue stays short.
+        // The kernel takes only this much more than is on the wire, so a
+        // slow viewer's queue stays short, and one that reads nothing stops
+        // taking data at once: it then skips frames, and --client-timeout
+        // sees it stall, instead of the send buffer growing for seconds of
+        // stale frames.
         let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(self.config.max_queued_bytes);
         let entry = self.clients.vacant_entry();
         let token = Token(entry.key());
@@ -419,9 +439,17 @@ impl Server {
         }
     }
 
-    /// Reads the polled input until it would block, handing on every frame.
+    /// Reads the polled input until it would block, handing on every frame;
+    /// after [`INPUT_READS`] reads, the rest waits for the next turn.
     fn read_input(&mut self) -> io::Result<()> {
+        self.input_pending = false;
+        let mut reads = 0;
         while self.draining_until.is_none() {
+            if reads == INPUT_READS {
+                self.input_pending = true;
+                break;
+            }
+            reads += 1;
             let Input::Polled { file, end } = &mut self.input else { break };
             let end = *end;
             match input::read_some(file, &mut self.read_buf) {

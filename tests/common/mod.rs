@@ -25,14 +25,23 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str], stdin: Stdio) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"))
+        Server::start_configured(args, |command| {
+            command.stdin(stdin);
+        })
+    }
+
+    /// Starts the server with frames to be written to its stdin, after
+    /// `configure` has had its say on the command (limits, environment).
+    pub fn start_configured(args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"));
+        command
             .args(["-p", "0", "--bind", "127.0.0.1"])
             .args(args)
-            .stdin(stdin)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server binary starts");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("the server binary starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
