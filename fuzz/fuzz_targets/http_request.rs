@@ -1,0 +1,189 @@
+//! Fuzzes HTTP request parsing and the response heads built from its result.
+//!
+//! The input is what a client sends. The server parses everything it has
+//! received after each read, at most `MAX_REQUEST_BYTES`, and acts on the
+//! first verdict that is not `Partial`. So:
+//!
+//! - `parse` must not panic on any input or any prefix of it;
+//! - once a prefix shorter than the cap gets a verdict, every longer input
+//!   must get the same one, or the answer would depend on how TCP happened
+//!   to cut the request (prefixes at or past the cap get `431` by design);
+//! - every error status must make a well-formed response: a status line
+//!   `HTTP/1.1 NNN Reason`, a header block that `httparse` reads back, and a
+//!   body as long as its `Content-Length`;
+//! - for a request, the stream head (both framings), the HEAD stream head,
+//!   a response head and the 401 reply must read back the same way.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use raspivid_mjpeg_server::http::{self, Framing, Parsed, Status, BOUNDARY, MAX_REQUEST_BYTES};
+
+/// Every prefix up to this length; past it, a sample of prefixes.
+const ALL_PREFIXES_MAX: usize = 1024;
+
+const STATUSES: [Status; 6] = [
+    Status::BadRequest,
+    Status::Unauthorized,
+    Status::NotFound,
+    Status::MethodNotAllowed,
+    Status::HeadersTooLarge,
+    Status::Unavailable,
+];
+
+/// Checks `HTTP/1.1 NNN Reason\r\n` and returns the code.
+fn status_line(bytes: &[u8]) -> u16 {
+    let end = bytes.windows(2).position(|w| w == b"\r\n").expect("no CRLF after the status line");
+    let line = std::str::from_utf8(&bytes[..end]).expect("status line is not UTF-8");
+    let rest = line.strip_prefix("HTTP/1.1 ").unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let (code, reason) = rest.split_at(3);
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "bad status code in {line:?}");
+    let reason = reason.strip_prefix(' ').unwrap_or_else(|| panic!("no reason in {line:?}"));
+    assert!(!reason.is_empty(), "empty reason in {line:?}");
+    assert!(reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "bad reason in {line:?}");
+    code.parse().unwrap()
+}
+
+/// Parses a response head; returns (code, head length, Content-Length).
+fn response(bytes: &[u8]) -> (u16, usize, Option<usize>) {
+    let code = status_line(bytes);
+    assert!(bytes.windows(4).any(|w| w == b"\r\n\r\n"), "no blank line after the headers");
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match res.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        other => {
+            panic!("response head does not parse: {other:?}\n{}", String::from_utf8_lossy(bytes))
+        }
+    };
+    assert_eq!(res.version, Some(1));
+    assert_eq!(res.code, Some(code));
+    let header = |name: &str| {
+        res.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    };
+    assert!(header("content-type").is_some(), "no Content-Type");
+    assert_eq!(header("connection"), Some(&b"close"[..]));
+    let length = header("content-length").map(|v| {
+        std::str::from_utf8(v)
+            .expect("Content-Length is not UTF-8")
+            .parse()
+            .expect("bad Content-Length")
+    });
+    (code, len, length)
+}
+
+fn check_error(status: Status, head_only: bool) {
+    let bytes = http::error_response(status, "", head_only);
+    let (code, len, length) = response(&bytes);
+    assert_eq!(status.line().split(' ').next(), Some(&*code.to_string()));
+    assert!(code >= 400);
+    let body = &bytes[len..];
+    let length = length.expect("error response without Content-Length");
+    if head_only {
+        assert!(body.is_empty(), "HEAD error response carries a body");
+    } else {
+        assert_eq!(body.len(), length, "body length differs from Content-Length");
+    }
+}
+
+fn check_request(framing: Framing, unix_micros: u64, head_only: bool) {
+    for framing in [framing, Framing::Length, Framing::AdvanceHeaders] {
+        let bytes = http::stream_head("", framing, unix_micros);
+        let (code, len, length) = response(&bytes);
+        assert_eq!((code, length), (200, None));
+        let body = &bytes[len..];
+        let delimiter = format!("--{BOUNDARY}\r\n");
+        assert!(
+            body.starts_with(delimiter.as_bytes()),
+            "stream body does not open with the delimiter"
+        );
+        let part = &body[delimiter.len()..];
+        match framing {
+            Framing::Length => assert!(part.is_empty()),
+            Framing::AdvanceHeaders => {
+                let mut headers = [httparse::EMPTY_HEADER; 8];
+                match httparse::parse_headers(part, &mut headers) {
+                    Ok(httparse::Status::Complete((n, _))) => assert_eq!(n, part.len()),
+                    other => panic!("part headers do not parse: {other:?}"),
+                }
+            }
+        }
+    }
+    let (code, len, length) = response(&http::stream_head_only(""));
+    assert_eq!((code, length), (200, None));
+    assert_eq!(len, http::stream_head_only("").len());
+    let (code, len, length) = response(&http::response_head("200 OK", "image/jpeg", 1234, ""));
+    assert_eq!((code, length), (200, Some(1234)));
+    assert_eq!(len, http::response_head("200 OK", "image/jpeg", 1234, "").len());
+    check_error(Status::Unauthorized, head_only);
+    check_error(Status::Unavailable, head_only);
+}
+
+fn check_verdict(parsed: &Parsed, unix_micros: u64) {
+    match parsed {
+        Parsed::Partial => {}
+        Parsed::Error(status) => {
+            check_error(*status, false);
+            check_error(*status, true);
+        }
+        Parsed::Request(request) => check_request(request.framing, unix_micros, request.head_only),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let full = http::parse(data);
+    let unix_micros = data.iter().fold(0u64, |t, &b| t.rotate_left(8) ^ u64::from(b));
+    check_verdict(&full, unix_micros);
+
+    // What the server would see: never more than the cap.
+    let capped = &data[..data.len().min(MAX_REQUEST_BYTES)];
+    let seen = http::parse(capped);
+    if data.len() >= MAX_REQUEST_BYTES {
+        assert!(!matches!(seen, Parsed::Partial), "partial at the cap");
+    }
+
+    // Prefixes: a verdict given early must be the verdict at the end.
+    let check_prefix = |cut: usize| {
+        let prefix = http::parse(&data[..cut]);
+        match &prefix {
+            Parsed::Partial => {}
+            _ if cut >= MAX_REQUEST_BYTES => {}
+            verdict => {
+                assert_eq!(
+                    verdict,
+                    &full,
+                    "verdict at {cut} bytes differs from the verdict at {}",
+                    data.len()
+                );
+                assert_eq!(
+                    verdict, &seen,
+                    "verdict at {cut} bytes differs from the capped verdict"
+                );
+            }
+        }
+    };
+    if data.len() <= ALL_PREFIXES_MAX {
+        (0..data.len()).for_each(check_prefix);
+    } else {
+        // The ends of lines are where verdicts change; sample a few of them.
+        let mut cuts: Vec<usize> = data
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .take(64)
+            .collect();
+        cuts.extend((0..16).map(|k| data.len() * k / 16));
+        cuts.push(MAX_REQUEST_BYTES - 1);
+        cuts.retain(|&c| c < data.len());
+        cuts.iter().copied().for_each(check_prefix);
+    }
+
+    // Every status builds a well-formed response, whatever the input.
+    if data.first() == Some(&0) {
+        for status in STATUSES {
+            check_error(status, false);
+            check_error(status, true);
+        }
+    }
+});
