@@ -110,7 +110,7 @@ impl Splitter {
     pub fn finish(&mut self) -> bool {
         let cut = self.in_frame();
         if cut {
-            self.drop_frame();
+            self.drop_frame(&[]);
         }
         self.state = State::Seek;
         cut
@@ -157,7 +157,7 @@ impl Splitter {
                         self.state = State::MarkerCode;
                     } else {
                         // Not a marker where one must be: the frame is broken.
-                        self.drop_frame();
+                        self.drop_frame(&input[start..i]);
                         self.state = State::Seek;
                     }
                 }
@@ -174,14 +174,16 @@ impl Splitter {
                             start = i;
                         }
                         SOI => {
-                            // A new frame starts inside a broken one: keep the new one.
-                            self.drop_frame();
+                            // A new frame starts inside a broken one: keep the
+                            // new one. The old one ends before the `D8`, so that
+                            // its size is the same however the reads fell.
+                            self.drop_frame(&input[start..i - 1]);
                             self.begin_frame(i, &mut start);
                             self.state = State::Marker;
                         }
                         TEM | 0xD0..=0xD7 => self.state = State::Marker,
                         0x00 => {
-                            self.drop_frame();
+                            self.drop_frame(&input[start..i]);
                             self.state = State::Seek;
                         }
                         code => self.state = State::LengthHi { sos: code == SOS },
@@ -195,7 +197,7 @@ impl Splitter {
                     i += 1;
                     let length = usize::from(u16::from_be_bytes([hi, b]));
                     if length < 2 {
-                        self.drop_frame();
+                        self.drop_frame(&input[start..i]);
                         self.state = State::Seek;
                     } else {
                         self.state = State::Skip { left: length - 2, sos };
@@ -265,7 +267,11 @@ impl Splitter {
         Some(frame)
     }
 
-    fn drop_frame(&mut self) {
+    /// Drops the frame; `pending` are its bytes of the current read, which
+    /// count toward its size: whether it was too big must not depend on
+    /// where the reads fell.
+    fn drop_frame(&mut self, pending: &[u8]) {
+        self.append(pending);
         if self.discarding {
             self.counters.oversize_frames += 1;
         } else {
@@ -448,6 +454,14 @@ mod tests {
         let (frames, counters) = assert_split_invariant(&stream, 100);
         assert_eq!(frames, vec![small.clone(), small]);
         assert_eq!(counters.oversize_frames, 1);
+    }
+
+    #[test]
+    fn a_broken_frame_is_counted_the_same_however_the_reads_fell() {
+        // APP0 with a length of 1: broken, and over a cap of 4 bytes.
+        let (_, counters) =
+            assert_split_invariant(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0xFF, 0xD9], 4);
+        assert_eq!(counters.oversize_frames + counters.broken_frames, 1);
     }
 
     #[test]
