@@ -7,10 +7,10 @@ and prints one JSON line: whether the two pictures differ, the frame ages,
 the age text on screen, and every console error the page logged.
 """
 
+import base64
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdp  # noqa: E402
@@ -35,7 +35,6 @@ with cdp.Browser(width=800, height=600) as browser:
         data = browser.call("Page.captureScreenshot", {"format": "png", "clip": clip})["data"]
         shots.append(data)
         with open(os.path.join(out, f"{name}.png"), "wb") as f:
-            import base64
             f.write(base64.b64decode(data))
     report["pictures_differ"] = shots[0] != shots[1]
     browser.screenshot(os.path.join(out, "page.png"))
