@@ -184,37 +184,3 @@ fn a_bad_flag_is_a_usage_error() {
     assert!(err.starts_with("error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
-
-#[test]
-fn ffprobe_reads_the_stream() {
-    if !common::have("ffprobe") {
-        return;
-    }
-    let mut server = Server::start(&[]);
-    let url = format!("http://127.0.0.1:{}/video.mjpg", server.port);
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "csv=p=0",
-            &url,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let sent = frames(30);
-    let stop = Instant::now() + STEP;
-    let mut probe = probe;
-    for frame in sent.iter().cycle() {
-        if probe.try_wait().unwrap().is_some() || Instant::now() > stop {
-            break;
-        }
-        server.stdin().write_all(frame).unwrap();
-        thread::sleep(Duration::from_millis(30));
-    }
-    let out = probe.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "mjpeg,640,480");
-}
