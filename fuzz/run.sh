@@ -4,7 +4,6 @@
 # when any target finds a crash (its input is left in fuzz/artifacts/TARGET/).
 #
 #   fuzz/run.sh 600
-#   FUZZ_SPLITTER_LENIENT=1 fuzz/run.sh 600   # see docs/FUZZING.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,16 +28,12 @@ common=(-s none)
 
 failed=()
 for target in splitter http_request; do
-    extra=()
-    if [ "$target" = splitter ] && [ "${FUZZ_SPLITTER_LENIENT:-0}" = 1 ]; then
-        extra=(--features lenient-drop-kind)
-    fi
     # New inputs go to a scratch corpus under fuzz/target (ignored by git);
     # the committed seeds are only read.
     work=fuzz/target/corpus/$target
     mkdir -p "$work"
     echo "== $target: ${secs}s"
-    if ! cargo fuzz run "${common[@]}" "${extra[@]}" "$target" "$work" "fuzz/corpus/$target" -- \
+    if ! cargo fuzz run "${common[@]}" "$target" "$work" "fuzz/corpus/$target" -- \
         -max_total_time="$secs" -timeout=10 -print_final_stats=1; then
         failed+=("$target")
     fi
