@@ -85,6 +85,10 @@ pub struct Client {
     /// False for the frame a viewer is given on joining: it was read before
     /// the viewer came, so its age is no measure of delivery latency.
     timed: bool,
+    /// The socket was full during the current frame: look at the kernel's
+    /// queue before starting the next. Clients that keep up never pay for
+    /// that `ioctl`.
+    blocked: bool,
 }
 
 /// Whether a client is still open after an event.
@@ -107,6 +111,7 @@ impl Client {
             frame: None,
             sent: 0,
             timed: false,
+            blocked: false,
         }
     }
 
@@ -193,7 +198,9 @@ impl Client {
                 return Ok(Open::Yes);
             }
             if let Some((frame, Body::Part(_))) = self.frame.take() {
-                stats.delivered(self.timed.then(|| now.saturating_duration_since(frame.read_at)));
+                // Now, not `now`: the clients served before this one took time.
+                let done = Instant::now();
+                stats.delivered(self.timed.then(|| done.saturating_duration_since(frame.read_at)));
                 if let State::Streaming(s) = &mut self.state {
                     s.frames += 1;
                 }
@@ -216,9 +223,10 @@ impl Client {
                             return Ok(Open::Yes);
                         }
                     }
-                    if unsent_bytes(&self.socket).is_some_and(|n| n >= max_queued) {
+                    if self.blocked && unsent_bytes(&self.socket).is_some_and(|n| n >= max_queued) {
                         return Ok(Open::Yes);
                     }
+                    self.blocked = false;
                     s.last_seq = frame.seq;
                     s.last_start = Some(now);
                     let body = Body::Part(s.framing);
@@ -252,7 +260,10 @@ impl Client {
                     stats.bytes_out += k as u64;
                     self.last_progress = now;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -96,6 +96,8 @@ pub struct Server {
     /// Headers every response carries (CORS).
     extra_headers: String,
     warned_oversize: bool,
+    /// Clients in the `Closing` state.
+    lingering: usize,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -167,6 +169,7 @@ impl Server {
             rotation: 0,
             order: Vec::new(),
             warned_oversize: false,
+            lingering: 0,
         };
         let registry = server.poll.registry();
         registry.register(&mut server.listener, LISTENER, Interest::READABLE)?;
@@ -278,7 +281,9 @@ impl Server {
     }
 
     fn admit(&mut self, mut socket: TcpStream, addr: SocketAddr) {
-        if self.clients.len() >= self.config.max_clients {
+        // Clients that have their reply and wait only for the peer's close
+        // do not count: a burst of snapshot requests must not cause 503s.
+        if self.clients.len() - self.lingering >= self.config.max_clients {
             self.stats.clients_refused += 1;
             // Best effort: a fresh socket has room for these few bytes.
             let _ = socket.write(&http::error_response(
@@ -316,15 +321,16 @@ impl Server {
             return;
         }
         let Some(client) = self.clients.get_mut(key) else { return };
-        if !matches!(
-            client.pump(
-                self.latest.as_ref(),
-                self.config.max_queued_bytes as usize,
-                now,
-                &mut self.stats
-            ),
+        let replying = matches!(client.state, State::Replying);
+        let max_queued = self.config.max_queued_bytes as usize;
+        let open = matches!(
+            client.pump(self.latest.as_ref(), max_queued, now, &mut self.stats),
             Ok(Open::Yes)
-        ) {
+        );
+        if replying && matches!(client.state, State::Closing { .. }) {
+            self.lingering += 1;
+        }
+        if !open {
             self.close(key);
         }
     }
@@ -432,6 +438,9 @@ impl Server {
     fn close(&mut self, key: usize) {
         if let Some(mut client) = self.clients.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut client.socket);
+            if matches!(client.state, State::Closing { .. }) {
+                self.lingering -= 1;
+            }
         }
         // A free descriptor: connections waiting in the backlog can come in.
         if self.accept_paused_until.take().is_some() {

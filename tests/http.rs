@@ -127,3 +127,21 @@ fn cors_headers_only_when_asked_for() {
     let head = cors.get_path("/stats").1;
     assert!(head.contains("\r\nAccess-Control-Allow-Origin: https://dash.example\r\n"), "{head}");
 }
+
+#[test]
+fn answered_clients_that_have_not_closed_do_not_count_toward_max_clients() {
+    let server = Server::start(&["--max-clients", "2"]);
+    // Each of these has its whole reply but keeps its end open.
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).unwrap();
+            assert!(raw.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&raw));
+            s
+        })
+        .collect();
+    assert_eq!(server.get_path("/stats").0, 200);
+    drop(held);
+}
