@@ -6,7 +6,7 @@
 #   bash bench/run.sh                      # everything, about 12 minutes
 #   bash bench/run.sh --servers this,floor --scenarios 1c-90 --reps 1
 #
-# Arguments go to bench/bench.py. Servers are pinned to CPU 0, sources,
+# Arguments go to bench/bench.py (see --help there). Servers are pinned to CPU 0, sources,
 # probes and wrk to CPU 1; all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,4 +58,10 @@ cat "$OUT/machine.txt"
 
 # The orchestrator itself sleeps most of the time; it stays off the server's CPU.
 taskset -c 1 python3 bench/bench.py "$@"
-python3 bench/report.py
+# The tables and the plot are of the newest run in bench/out/results.jsonl.
+# Only a full run (no arguments) replaces the plot in docs/.
+if [ $# -eq 0 ]; then
+    python3 bench/report.py
+else
+    python3 bench/report.py --png "$OUT/bench-latency.png"
+fi
