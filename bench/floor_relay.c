@@ -29,10 +29,17 @@ int main(int argc, char **argv) {
         perror("floor_relay: listen");
         return 1;
     }
-    int c = accept(ls, NULL, NULL);
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A connection that closes without a request (a readiness check, such
+     * as mjpeg-probe's) is not the client: wait for one that sends one. */
     char req[8192];
-    if (read(c, req, sizeof req) <= 0) return 1;
+    int c;
+    for (;;) {
+        c = accept(ls, NULL, NULL);
+        if (c < 0) return 1;
+        if (read(c, req, sizeof req) > 0) break;
+        close(c);
+    }
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const char *head = "HTTP/1.1 200 OK\r\nConnection: close\r\n"
                        "Content-Type: multipart/x-mixed-replace; boundary=" BOUNDARY "\r\n\r\n--" BOUNDARY "\r\n";
     if (write(c, head, strlen(head)) < 0) return 1;
