@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{frames, json_number, Server, Viewer, STEP};
+use common::{frames, json_number, produce, Server, Viewer, STEP};
 use raspivid_mjpeg_server::splitter::Splitter;
 use socket2::SockRef;
 use std::io::{ErrorKind, Read, Write};
@@ -138,18 +138,6 @@ impl Producer {
         let (stdin, n) = self.handle.join().unwrap();
         server.child.stdin = Some(stdin);
         n
-    }
-}
-
-/// Writes `frames` into stdin, one every `interval`, on this thread.
-fn produce(server: &mut Server, frames: &[Vec<u8>], interval: Duration) {
-    let start = Instant::now();
-    for (n, frame) in frames.iter().enumerate() {
-        server.stdin().write_all(frame).unwrap();
-        let due = start + interval * (n as u32 + 1);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
     }
 }
 

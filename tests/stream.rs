@@ -2,24 +2,12 @@
 
 mod common;
 
-use common::{frames, json_number, Server, Viewer, STEP};
+use common::{frames, json_number, produce, Server, Viewer, STEP};
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Writes `frames` into stdin, one every `interval`.
-fn produce(server: &mut Server, frames: &[Vec<u8>], interval: Duration) {
-    let start = Instant::now();
-    for (n, frame) in frames.iter().enumerate() {
-        server.stdin().write_all(frame).unwrap();
-        let due = start + interval * (n as u32 + 1);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
-    }
-}
 
 #[test]
 fn every_frame_arrives_byte_identical_in_order_to_two_viewers() {

@@ -145,6 +145,18 @@ pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, raw[end..].to_vec())
 }
 
+/// Writes `frames` into stdin, one every `interval`.
+pub fn produce(server: &mut Server, frames: &[Vec<u8>], interval: Duration) {
+    let start = Instant::now();
+    for (n, frame) in frames.iter().enumerate() {
+        server.stdin().write_all(frame).unwrap();
+        let due = start + interval * (n as u32 + 1);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+}
+
 /// `count` distinct JPEG frames of the test pattern.
 pub fn frames(count: u64) -> Vec<Vec<u8>> {
     let mut canvas = Canvas::new();
