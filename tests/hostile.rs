@@ -839,7 +839,9 @@ fn clients_over_max_clients_read_a_whole_503_though_they_sent_a_request() {
         failures.first()
     );
     assert_eq!(whole, REFUSED, "{failures:?}");
-    assert_eq!(refused, REFUSED as f64);
+    // The /stats requests above may be refused too while the viewer's close
+    // is not yet seen: at least the 50 were counted.
+    assert!(refused >= REFUSED as f64, "clients_refused {refused}");
 }
 
 #[test]
