@@ -1,7 +1,9 @@
 """The common Flask MJPEG pattern (a generator per client, one thread each),
 reading concatenated JPEGs from stdin: the baseline most tutorials teach.
 
-    source | python3 flask_server.py PORT
+    source | python3 flask_server.py PORT [HOST]
+
+HOST defaults to 127.0.0.1.
 """
 import sys
 import threading
@@ -55,4 +57,5 @@ def snapshot():
 
 if __name__ == "__main__":
     threading.Thread(target=read_stdin, daemon=True).start()
-    app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    app.run(host=host, port=int(sys.argv[1]), threaded=True)
