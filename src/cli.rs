@@ -68,8 +68,8 @@ pub struct Args {
     #[argh(option, default = "10")]
     pub client_timeout: u64,
 
-    /// bytes a viewer may have unsent in the kernel before it is given a new frame: small keeps
-    /// a slow link showing the newest frame instead of a queue (default 32768)
+    /// bytes a viewer may have waiting (unsent, or queued on the path) before it is given a new
+    /// frame: small keeps a slow link showing the newest frame instead of a queue (default 32768)
     #[argh(option, default = "32 * 1024")]
     pub max_queued_bytes: u32,
 
