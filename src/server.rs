@@ -505,8 +505,7 @@ impl Server {
         let frames = self.splitter.counters.frames;
         // Bounded so that a file with no frame in it cannot hold the loop.
         for _ in 0..64 {
-            let (mut at, len) = self.paced;
-            if at == len {
+            if self.paced.0 == self.paced.1 {
                 let Input::Paced { file, looped, .. } = &mut self.input else { unreachable!() };
                 let n = input::read_some(file, &mut self.read_buf)?;
                 if n == 0 {
@@ -522,9 +521,9 @@ impl Server {
                     continue;
                 }
                 self.stats.bytes_in += n as u64;
-                (at, self.paced.1) = (0, n);
+                self.paced = (0, n);
             }
-            let len = self.paced.1;
+            let (at, len) = self.paced;
             let fed = self.splitter.feed(&self.read_buf[at..len]);
             self.paced.0 = at + fed.consumed;
             if let Some(jpeg) = fed.frame {
