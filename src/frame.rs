@@ -49,11 +49,6 @@ impl Frame {
             Framing::AdvanceHeaders => [&[], &self.jpeg, &self.tail],
         }
     }
-
-    /// Bytes one client with `framing` is sent for this frame.
-    pub fn len(&self, framing: Framing) -> usize {
-        self.pieces(framing).iter().map(|p| p.len()).sum()
-    }
 }
 
 /// Fills `out` with the parts of `pieces` that come after the first `skip`
@@ -95,7 +90,7 @@ mod tests {
         assert_eq!(&bytes[jpeg_at..jpeg_at + 4], &[0xFF, 0xD8, 0xFF, 0xD9]);
         bytes.splice(jpeg_at..jpeg_at + 4, [1]);
         assert_eq!(String::from_utf8(bytes).unwrap(), expected);
-        assert_eq!(frame.len(Framing::Length), expected.len() + 3);
+        assert_eq!(concat(&frame, Framing::Length).len(), expected.len() + 3);
     }
 
     #[test]
