@@ -11,6 +11,10 @@ use std::time::Duration;
 /// Stats interval when `--stats` is given without a number.
 const DEFAULT_STATS_SECS: u64 = 5;
 
+/// The longest interval or timeout a flag may give (a day): longer ones are
+/// mistakes, and far longer ones would overflow the clock's arithmetic.
+const MAX_SECS: u64 = 86_400;
+
 #[derive(FromArgs, Debug)]
 /// Streams JPEG frames from stdin (raspivid -cd MJPEG, rpicam-vid --codec mjpeg, ffmpeg -f mjpeg)
 /// to every HTTP client as multipart/x-mixed-replace, at the lowest latency the machine allows.
@@ -77,9 +81,18 @@ pub struct Args {
     #[argh(option)]
     pub auth: Option<String>,
 
-    /// send CORS headers allowing this origin (`*` for any)
+    /// send CORS headers allowing this origin (`*` for any, without credentials)
     #[argh(option)]
     pub allow_origin: Option<String>,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+/// `raspivid_mjpeg_server 0.2.0`, for `--version`.
+pub fn version() -> String {
+    format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
 }
 
 /// Lets `--stats` stand without a number, as the flag has always been
@@ -123,8 +136,9 @@ pub struct Config {
     pub request_timeout: Duration,
     pub client_timeout: Duration,
     pub max_queued_bytes: u32,
-    /// The `Authorization` header value a client must send, if any.
-    pub authorization: Option<String>,
+    /// The base64 `USER:PASS` of the `Authorization: Basic` header a client
+    /// must send, if any.
+    pub credentials: Option<String>,
     pub allow_origin: Option<String>,
 }
 
@@ -141,11 +155,17 @@ impl Args {
         if self.max_frame_bytes < 1024 {
             return Err("--max-frame-bytes must be at least 1024".into());
         }
-        if self.stats == Some(0) {
-            return Err("--stats needs a number of seconds above 0".into());
+        for (flag, secs) in [
+            ("--stats", self.stats.unwrap_or(1)),
+            ("--request-timeout", self.request_timeout),
+            ("--client-timeout", self.client_timeout),
+        ] {
+            if secs == 0 || secs > MAX_SECS {
+                return Err(format!("{flag} {secs} is out of range (1 to {MAX_SECS} seconds)"));
+            }
         }
-        if self.request_timeout == 0 || self.client_timeout == 0 {
-            return Err("timeouts must be at least 1 second".into());
+        if self.delay > MAX_SECS * 1_000_000 {
+            return Err(format!("-d/--delay {} is out of range (at most a day)", self.delay));
         }
         let chosen = [self.input.is_some(), self.file.is_some(), self.pattern];
         if chosen.iter().filter(|&&c| c).count() > 1 {
@@ -159,11 +179,11 @@ impl Args {
             _ if self.pattern || stdin_is_terminal => Source::Pattern,
             _ => Source::Stdin,
         };
-        let authorization = match self.auth {
+        let credentials = match self.auth {
             Some(auth) if !auth.contains(':') => {
                 return Err("--auth wants USER:PASS".into());
             }
-            Some(auth) => Some(format!("Basic {}", base64(auth.as_bytes()))),
+            Some(auth) => Some(base64(auth.as_bytes())),
             None => None,
         };
         if let Some(origin) = &self.allow_origin {
@@ -184,7 +204,7 @@ impl Args {
             request_timeout: Duration::from_secs(self.request_timeout),
             client_timeout: Duration::from_secs(self.client_timeout),
             max_queued_bytes: self.max_queued_bytes.max(1),
-            authorization,
+            credentials,
             allow_origin: self.allow_origin,
         })
     }
@@ -260,12 +280,18 @@ mod tests {
         assert!(parse(&["s", "--fps", "0"]).unwrap_err().contains("--fps"));
         assert!(parse(&["s", "--auth", "nocolon"]).unwrap_err().contains("USER:PASS"));
         assert!(parse(&["s", "--pattern", "--input", "x"]).unwrap_err().contains("one of"));
+        // Once an overflow of the clock: every interval has a ceiling.
+        let huge = "18446744073709551615";
+        assert!(parse(&["s", "--stats", huge]).unwrap_err().contains("--stats"));
+        assert!(parse(&["s", "--client-timeout", huge]).unwrap_err().contains("--client-timeout"));
+        assert!(parse(&["s", "--request-timeout", "0"]).unwrap_err().contains("out of range"));
+        assert!(parse(&["s", "-d", huge]).unwrap_err().contains("--delay"));
     }
 
     #[test]
     fn auth_becomes_the_header_value() {
         let c = parse(&["s", "--auth", "Aladdin:open sesame"]).unwrap();
-        assert_eq!(c.authorization.as_deref(), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(c.credentials.as_deref(), Some("QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
     }
 
     #[test]

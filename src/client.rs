@@ -1,29 +1,30 @@
 /*!
-One HTTP client: its state, and the output it has yet to send.
+One HTTP client's state and the output it has yet to send: pure code, no
+socket. The viewer set ([`crate::viewers`]) writes what [`Client::iovecs`]
+gives, reports with [`Client::wrote`], and asks [`Client::next`] what comes
+after; everything a client decides is tested here, state by state.
 
 ```text
-            request parsed: stream                 socket error, EOF, or no
+            request routed: stream                 socket error, EOF, or no
  Request ───────────────────────────▶ Streaming ──progress for --client-timeout──▶ closed
     │        (head + latest frame)      ▲    │
-    │                                   └────┘ frame done: start the newest, or wait
-    │ request parsed: anything else, or an error status
+    │                                   └────┘ frame done: the newest, or wait
+    │ request routed: anything else, or an error status
     └───────────────────────────────▶ Replying ──all sent──▶ Closing ──client's EOF──▶ closed
 ```
 
 A client's output is a response head it owns (small) plus at most one frame
 it shares with every other client (`Rc<Frame>`), and how much of the two it
 has sent. A streaming client that is still busy when a new frame arrives
-simply does not take it; once its socket drains, it takes the newest frame.
-So a slow client holds one frame, never a queue, and never delays the rest.
+does not take it; once its socket drains, it takes the newest frame. So a
+slow client holds one frame, never a queue, and never delays the rest.
 */
 
 use crate::frame::{io_slices, Frame};
 use crate::http::Framing;
 use crate::stats::Stats;
-use mio::net::TcpStream;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use crate::tcp::Backlog;
+use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -34,13 +35,10 @@ use std::time::{Duration, Instant};
 /// and from then on at every frame.
 const CHECK_EVERY: u8 = 8;
 
-/// Scratch space for reading requests and draining what clients send later.
-const READ_CHUNK: usize = 4096;
-
-/// Most bytes thrown away per read event once the request is in: a client
-/// that sends without end must not hold the loop from everyone else. The
-/// rest waits in the socket, and TCP's flow control slows the sender down.
-const DRAIN_PER_EVENT: usize = 64 * 1024;
+/// A viewer that declined a frame because its path was full looks again
+/// after this long: its socket may stay writable throughout, so no event
+/// would wake it, and a slow source's next frame may be far off.
+pub const QUEUE_RETRY: Duration = Duration::from_millis(10);
 
 pub enum State {
     /// Reading the request; `buf` never exceeds [`crate::http::MAX_REQUEST_BYTES`].
@@ -59,18 +57,60 @@ pub struct Stream {
     pub framing: Framing,
     /// The sequence number of the last frame this client started.
     pub last_seq: u64,
-    /// `?fps=N`: the shortest time between two frames, and when the last began.
-    pub min_interval: Option<Duration>,
-    pub last_start: Option<Instant>,
+    /// `?fps=N`: the pace, and the earliest start of the next frame.
+    rate: Option<Rate>,
+    /// Why a newer frame than `last_seq` is held back, if one is.
+    held: Option<Hold>,
     pub frames: u64,
+    /// Frames published that this viewer never started.
     pub skipped: u64,
     /// Frames sent in the last second, and the count when it began.
     pub fps: u64,
     pub frames_at_tick: u64,
 }
 
-/// What follows the response head in the output.
+/// Why an idle viewer holds off the newest frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Its `?fps` cap: not a stall, the viewer asked for it.
+    Rate,
+    /// Its path is full ([`Backlog::Full`]): a stall if it lasts.
+    Queue,
+}
+
+/// `?fps=N` as a schedule rather than a minimum gap, so that a cap of 20 on a
+/// 30 fps source gives 20 fps, not every other frame (15).
 #[derive(Clone, Copy)]
+struct Rate {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Rate {
+    /// A frame this early is still taken: arrival jitter must not cost a
+    /// frame when the source runs at the cap.
+    fn slack(&self) -> Duration {
+        self.interval / 4
+    }
+
+    fn allows(&self, now: Instant) -> bool {
+        now + self.slack() >= self.next
+    }
+
+    /// When to look again at a frame declined now: after the next one is
+    /// due, so that a source as fast as the cap is served by its own frames,
+    /// and the last frame before a pause still goes out.
+    fn retry_at(&self) -> Instant {
+        self.next + self.interval / 2
+    }
+
+    fn took(&mut self, now: Instant) {
+        self.next = (self.next + self.interval).max(now);
+    }
+}
+
+/// What follows the response head in the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Body {
     /// A part of the multipart stream.
     Part(Framing),
@@ -78,17 +118,58 @@ enum Body {
     Jpeg,
 }
 
+/// Bytes to send: a head the client owns, then maybe a shared frame.
+#[derive(Default)]
+struct Output {
+    head: Vec<u8>,
+    frame: Option<(Rc<Frame>, Body)>,
+    sent: usize,
+}
+
+impl Output {
+    fn pieces(&self) -> [&[u8]; 4] {
+        match &self.frame {
+            Some((f, Body::Part(framing))) => {
+                let [a, b, c] = f.pieces(*framing);
+                [&self.head, a, b, c]
+            }
+            Some((f, Body::Jpeg)) => [&self.head, &f.jpeg, &[], &[]],
+            None => [&self.head, &[], &[], &[]],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pieces().iter().map(|p| p.len()).sum()
+    }
+
+    fn remaining(&self) -> usize {
+        self.len() - self.sent
+    }
+}
+
+/// What a client waits for after [`Client::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Bytes are ready: write them.
+    Write,
+    /// A streaming viewer with nothing to send: the next frame wakes it.
+    Idle,
+    /// A streaming viewer holding off the newest frame: look again then
+    /// (or at the next frame).
+    Retry(Instant),
+    /// The reply is sent: shut down our side of the socket.
+    Shutdown,
+    /// Only the client can move things on (its request, or its close).
+    Read,
+}
+
 pub struct Client {
-    pub socket: TcpStream,
-    pub addr: SocketAddr,
     pub state: State,
     pub accepted: Instant,
     /// When the client last took bytes, or was last given a frame.
     pub last_progress: Instant,
     pub bytes_sent: u64,
-    head: Vec<u8>,
-    frame: Option<(Rc<Frame>, Body)>,
-    sent: usize,
+    out: Output,
     /// False for the frame a viewer is given on joining: it was read before
     /// the viewer came, so its age is no measure of delivery latency.
     timed: bool,
@@ -99,25 +180,14 @@ pub struct Client {
     unchecked: u8,
 }
 
-/// Whether a client is still open after an event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Open {
-    Yes,
-    No,
-}
-
 impl Client {
-    pub fn new(socket: TcpStream, addr: SocketAddr, now: Instant) -> Client {
+    pub fn new(now: Instant) -> Client {
         Client {
-            socket,
-            addr,
             state: State::Request { buf: Vec::new() },
             accepted: now,
             last_progress: now,
             bytes_sent: 0,
-            head: Vec::new(),
-            frame: None,
-            sent: 0,
+            out: Output::default(),
             timed: false,
             blocked: false,
             unchecked: CHECK_EVERY,
@@ -126,25 +196,18 @@ impl Client {
 
     /// True when nothing is waiting to be sent.
     pub fn idle(&self) -> bool {
-        self.sent == self.out_len()
+        self.out.remaining() == 0
     }
 
+    /// Bytes of the current output not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.out_len() - self.sent
+        self.out.remaining()
     }
 
-    fn out_len(&self) -> usize {
-        self.head.len()
-            + self
-                .frame
-                .as_ref()
-                .map_or(0, |(f, body)| pieces(f, *body).iter().map(|p| p.len()).sum())
-    }
-
-    /// Sends `head`, then closes.
+    /// Sends `head` (and a snapshot's JPEG), then closes.
     pub fn reply(&mut self, head: Vec<u8>, jpeg: Option<Rc<Frame>>) {
         self.state = State::Replying;
-        self.set_out(head, jpeg.map(|f| (f, Body::Jpeg)));
+        self.out = Output { head, frame: jpeg.map(|f| (f, Body::Jpeg)), sent: 0 };
     }
 
     /// Sends the stream's head, then frames, starting with `latest`.
@@ -158,254 +221,408 @@ impl Client {
         latest: Option<&Rc<Frame>>,
         now: Instant,
     ) {
+        let mut rate =
+            (max_fps > 0).then(|| Rate { interval: Duration::from_secs(1) / max_fps, next: now });
+        if let (Some(rate), Some(_)) = (&mut rate, latest) {
+            rate.took(now);
+        }
         self.state = State::Streaming(Stream {
             framing,
             last_seq: latest.map_or(0, |f| f.seq),
-            min_interval: (max_fps > 0).then(|| Duration::from_secs(1) / max_fps),
-            last_start: latest.map(|_| now),
+            rate,
+            held: None,
             frames: 0,
             skipped: 0,
             fps: 0,
             frames_at_tick: 0,
         });
-        self.set_out(head, latest.map(|f| (Rc::clone(f), Body::Part(framing))));
+        let frame = latest.map(|f| (Rc::clone(f), Body::Part(framing)));
+        self.out = Output { head, frame, sent: 0 };
         self.timed = false;
     }
 
-    fn set_out(&mut self, head: Vec<u8>, frame: Option<(Rc<Frame>, Body)>) {
-        self.head = head;
-        self.frame = frame;
-        self.sent = 0;
+    /// Fills `iov` with what remains to be sent; returns how many slices.
+    pub fn iovecs<'a>(&'a self, iov: &mut [IoSlice<'a>; 4]) -> usize {
+        io_slices(&self.out.pieces(), self.out.sent, iov)
     }
 
-    /// Counts `frame` as skipped unless this client has started it.
-    pub fn count_skip(&mut self, frame: &Frame, stats: &mut Stats) {
-        if let State::Streaming(s) = &mut self.state {
-            if s.last_seq < frame.seq {
-                s.skipped += 1;
-                stats.frames_skipped += 1;
-            }
-        }
+    /// Records that the socket took `n` more bytes.
+    pub fn wrote(&mut self, n: usize, now: Instant) {
+        debug_assert!(n <= self.out.remaining());
+        self.out.sent += n;
+        self.bytes_sent += n as u64;
+        self.last_progress = now;
     }
 
-    /// Writes until the socket would block or there is nothing more to send,
-    /// taking the newest frame each time a streaming client finishes one.
-    ///
-    /// A new frame is started only while fewer than `max_queued` bytes are
-    /// ahead of it (see [`backlog`]): on a link slower than the stream,
-    /// the frame chosen is then the newest when the link has room, not one
-    /// that waits behind a queue.
-    pub fn pump(
+    /// Records that the socket was full before the output was.
+    pub fn would_block(&mut self) {
+        self.blocked = true;
+    }
+
+    /// Decides what the client does once its output has been written:
+    /// finishes the frame (its latency goes to `stats`), then, for a
+    /// viewer, starts the newest frame unless its `?fps` pace or its queue
+    /// say wait. `queue` looks at the socket, and is called only when
+    /// a look is due.
+    pub fn next(
         &mut self,
         latest: Option<&Rc<Frame>>,
-        max_queued: usize,
         now: Instant,
         stats: &mut Stats,
-    ) -> io::Result<Open> {
-        loop {
-            if !self.idle() && !self.write_out(now, stats)? {
-                return Ok(Open::Yes);
-            }
-            if let Some((frame, Body::Part(_))) = self.frame.take() {
-                // Now, not `now`: the clients served before this one took time.
-                let done = Instant::now();
-                stats.delivered(self.timed.then(|| done.saturating_duration_since(frame.read_at)));
-                if let State::Streaming(s) = &mut self.state {
-                    s.frames += 1;
-                }
-            }
-            self.head.clear();
-            self.sent = 0;
-            match &mut self.state {
-                State::Request { .. } | State::Closing { .. } => return Ok(Open::Yes),
-                State::Replying => {
-                    self.socket.shutdown(std::net::Shutdown::Write)?;
-                    self.state = State::Closing { since: now };
-                    return Ok(Open::Yes);
-                }
-                State::Streaming(s) => {
-                    let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
-                        return Ok(Open::Yes);
-                    };
-                    if let (Some(min), Some(last)) = (s.min_interval, s.last_start) {
-                        if now < last + min {
-                            return Ok(Open::Yes);
-                        }
-                    }
-                    if self.blocked || self.unchecked >= CHECK_EVERY {
-                        match backlog(&self.socket, max_queued) {
-                            Backlog::Full => return Ok(Open::Yes),
-                            Backlog::Some => self.unchecked = CHECK_EVERY,
-                            Backlog::Light => self.unchecked = 0,
-                        }
-                    } else {
-                        self.unchecked += 1;
-                    }
-                    self.blocked = false;
-                    s.last_seq = frame.seq;
-                    s.last_start = Some(now);
-                    let body = Body::Part(s.framing);
-                    self.frame = Some((Rc::clone(frame), body));
-                    self.timed = true;
-                    // A frame to send counts as progress: the client-timeout
-                    // measures how long a client sits on unsent data.
-                    self.last_progress = now;
-                }
+        queue: impl FnOnce() -> Backlog,
+    ) -> Next {
+        if !self.idle() {
+            return Next::Write;
+        }
+        if let Some((frame, Body::Part(_))) = self.out.frame.take() {
+            // Now, not `now`: the clients served before this one took time.
+            let done = Instant::now();
+            stats.delivered(self.timed.then(|| done.saturating_duration_since(frame.read_at)));
+            if let State::Streaming(s) = &mut self.state {
+                s.frames += 1;
             }
         }
-    }
-
-    /// Writes with `writev` until done (true) or the socket is full (false).
-    fn write_out(&mut self, now: Instant, stats: &mut Stats) -> io::Result<bool> {
-        let total = self.out_len();
-        while self.sent < total {
-            let mut iov = [IoSlice::new(&[]); 4];
-            let n = {
-                let [a, b, c] = match &self.frame {
-                    Some((f, body)) => pieces(f, *body),
-                    None => [&[][..], &[], &[]],
+        self.out = Output::default();
+        match &mut self.state {
+            State::Request { .. } | State::Closing { .. } => Next::Read,
+            State::Replying => {
+                self.state = State::Closing { since: now };
+                Next::Shutdown
+            }
+            State::Streaming(s) => {
+                s.held = None;
+                let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
+                    return Next::Idle;
                 };
-                io_slices(&[&self.head, a, b, c], self.sent, &mut iov)
-            };
-            match self.socket.write_vectored(&iov[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) => {
-                    self.sent += k;
-                    self.bytes_sent += k as u64;
-                    stats.bytes_out += k as u64;
-                    self.last_progress = now;
+                if let Some(rate) = s.rate.filter(|r| !r.allows(now)) {
+                    s.held = Some(Hold::Rate);
+                    return Next::Retry(rate.retry_at());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = true;
-                    return Ok(false);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
-    /// Reads what the client sent, until the socket is empty. Returns false
-    /// at the end of the client's stream. The request, while it is being
-    /// read, is kept (up to `cap` bytes); anything later is thrown away, at
-    /// most [`DRAIN_PER_EVENT`] bytes a call.
-    pub fn read_in(&mut self, cap: usize) -> io::Result<bool> {
-        let mut chunk = [0; READ_CHUNK];
-        let mut drained = 0;
-        loop {
-            match self.socket.read(&mut chunk) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    if let State::Request { buf } = &mut self.state {
-                        let room = cap.saturating_sub(buf.len());
-                        buf.extend_from_slice(&chunk[..n.min(room)]);
-                        if buf.len() >= cap {
-                            return Ok(true);
+                if self.blocked || self.unchecked >= CHECK_EVERY {
+                    match queue() {
+                        Backlog::Full => {
+                            s.held = Some(Hold::Queue);
+                            return Next::Retry(now + QUEUE_RETRY);
                         }
-                    } else {
-                        drained += n;
-                        if drained >= DRAIN_PER_EVENT {
-                            return Ok(true);
-                        }
+                        Backlog::Some => self.unchecked = CHECK_EVERY,
+                        Backlog::Light => self.unchecked = 0,
                     }
+                } else {
+                    self.unchecked += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                self.blocked = false;
+                let skipped = frame.seq - s.last_seq - 1;
+                s.skipped += skipped;
+                stats.frames_skipped += skipped;
+                s.last_seq = frame.seq;
+                if let Some(rate) = &mut s.rate {
+                    rate.took(now);
+                }
+                self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
+                self.timed = true;
+                // A frame to send counts as progress: the client-timeout
+                // measures how long a client sits on unsent data.
+                self.last_progress = now;
+                Next::Write
             }
         }
     }
-}
 
-/// Bytes the kernel holds for this socket that have not been sent yet
-/// (`SIOCOUTQNSD`), or None where the kernel cannot say.
-pub fn unsent_bytes(socket: &TcpStream) -> Option<usize> {
-    outq(socket, true)
-}
-
-/// How much is ahead of a frame started now.
-#[derive(Debug, PartialEq, Eq)]
-enum Backlog {
-    /// Under a quarter of the limit, unsent and in flight together.
-    Light,
-    /// Under the limit.
-    Some,
-    /// The limit or more: the client waits for the newest frame.
-    Full,
-}
-
-/// Whether `max` bytes or more are ahead of a frame started now: the
-/// unsent bytes, plus the sent but unacknowledged ones that wait in a queue
-/// on the path rather than travel. A loss-based congestion control (cubic,
-/// the usual default) keeps a slow link's bottleneck queue full, so counting
-/// only the unsent bytes lets a frame wait behind that queue too, and the
-/// losses that end each of cubic's rounds stall everything behind them.
-///
-/// The queued share is estimated from the round trip as the kernel sees it:
-/// of the bytes in flight, the share `(srtt - min_rtt) / srtt` is waiting,
-/// the rest is the path's own delay, which a long link needs in flight to
-/// keep its rate. Where the kernel cannot say, nothing is ahead.
-fn backlog(socket: &TcpStream, max: usize) -> Backlog {
-    // SIOCOUTQ (TIOCOUTQ): unsent and unacknowledged bytes together. Below
-    // `max` there is no need to look closer: the common case, one ioctl.
-    let Some(total) = outq(socket, false) else { return Backlog::Light };
-    if total < max / 4 {
-        return Backlog::Light;
-    }
-    if total < max {
-        return Backlog::Some;
-    }
-    let Some(unsent) = unsent_bytes(socket) else { return Backlog::Some };
-    let in_flight = total.saturating_sub(unsent) as u64;
-    let queued = match round_trips(socket) {
-        Some((srtt, min_rtt)) if srtt > min_rtt => in_flight * (srtt - min_rtt) / srtt,
-        _ => 0,
-    };
-    if unsent as u64 + queued >= max as u64 {
-        Backlog::Full
-    } else {
-        Backlog::Some
-    }
-}
-
-/// The bytes in the socket's send queue: the unsent ones, or all.
-fn outq(socket: &TcpStream, unsent_only: bool) -> Option<usize> {
-    let fd = socket.as_raw_fd();
-    let mut n: libc::c_int = 0;
-    // SAFETY: either ioctl writes one int through a valid pointer.
-    let rc = unsafe {
-        if unsent_only {
-            libc::ioctl(fd, libc::SIOCOUTQNSD, &mut n)
-        } else {
-            libc::ioctl(fd, libc::TIOCOUTQ, &mut n)
+    /// Frames a viewer has not taken and never will: those between the
+    /// last it started and `latest_seq` (which it may still take).
+    pub fn pending_skips(&self, latest_seq: u64) -> u64 {
+        match &self.state {
+            State::Streaming(s) => latest_seq.saturating_sub(s.last_seq + 1),
+            _ => 0,
         }
-    };
-    (rc == 0).then_some(n as usize)
+    }
+
+    /// True when the client has overstayed: no request by `request`, a
+    /// reply or frame it has not taken for `client` (a frame held back
+    /// only by the viewer's own `?fps` is not waiting for it), or no close
+    /// within `linger` of its reply.
+    pub fn expired(
+        &self,
+        now: Instant,
+        request: Duration,
+        client: Duration,
+        linger: Duration,
+    ) -> bool {
+        let stuck = now.duration_since(self.last_progress) >= client;
+        match &self.state {
+            State::Request { .. } => now.duration_since(self.accepted) >= request,
+            State::Closing { since } => now.duration_since(*since) >= linger,
+            State::Replying => stuck,
+            State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
+        }
+    }
 }
 
-/// The smoothed and the smallest round-trip time in microseconds, from
-/// `TCP_INFO` (`tcpi_rtt` at byte 64, `tcpi_min_rtt` at byte 148, Linux
-/// 4.6 and later; the libc crate's `tcp_info` stops before the latter).
-fn round_trips(socket: &TcpStream) -> Option<(u64, u64)> {
-    let mut info = [0u32; 64];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `info`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && len >= 152).then(|| (u64::from(info[16]), u64::from(info[37])))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Framing::{AdvanceHeaders, Length};
 
-fn pieces(frame: &Frame, body: Body) -> [&[u8]; 3] {
-    match body {
-        Body::Part(framing) => frame.pieces(framing),
-        Body::Jpeg => [&[], &frame.jpeg, &[]],
+    fn frame(seq: u64, len: usize) -> Rc<Frame> {
+        let mut jpeg = vec![0xAB; len];
+        jpeg[..2].copy_from_slice(&[0xFF, 0xD8]);
+        Rc::new(Frame::new(seq, jpeg, Instant::now(), 1_000_000, ""))
+    }
+
+    fn bytes(c: &Client) -> Vec<u8> {
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = c.iovecs(&mut iov);
+        iov[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    /// Writes everything, `chunk` bytes at a time, as a socket would take it.
+    fn drain(c: &mut Client, chunk: usize, now: Instant) -> Vec<u8> {
+        let mut all = Vec::new();
+        while !c.idle() {
+            let b = bytes(c);
+            let k = chunk.min(b.len());
+            all.extend_from_slice(&b[..k]);
+            c.wrote(k, now);
+        }
+        all
+    }
+
+    fn light() -> Backlog {
+        Backlog::Light
+    }
+
+    // The Request state.
+
+    #[test]
+    fn a_new_client_reads_its_request_and_has_nothing_to_send() {
+        let t = Instant::now();
+        let mut c = Client::new(t);
+        assert!(c.idle());
+        assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Read);
+        assert!(!c.expired(t + Duration::from_secs(9), secs(10), secs(10), secs(2)));
+        assert!(c.expired(t + Duration::from_secs(10), secs(10), secs(10), secs(2)));
+    }
+
+    // The Replying and Closing states.
+
+    #[test]
+    fn a_reply_goes_out_in_pieces_then_shuts_down_then_lingers() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = Client::new(t);
+        let snap = frame(3, 100);
+        c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)));
+        assert_eq!(c.queued_bytes(), 8 + 100);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Write);
+        let sent = drain(&mut c, 7, t);
+        assert_eq!(&sent[..8], b"HEAD\r\n\r\n");
+        assert_eq!(&sent[8..], &snap.jpeg[..]);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Shutdown);
+        assert!(matches!(c.state, State::Closing { .. }));
+        // A snapshot is not a delivered stream frame.
+        assert_eq!(stats.frames_out, 0);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Read);
+        assert!(!c.expired(t + secs(1), secs(10), secs(10), secs(2)));
+        assert!(c.expired(t + secs(2), secs(10), secs(10), secs(2)));
+    }
+
+    #[test]
+    fn a_reply_the_client_does_not_take_expires_at_the_client_timeout() {
+        let t = Instant::now();
+        let mut c = Client::new(t);
+        c.reply(vec![b'x'; 10], None);
+        c.wrote(4, t + secs(1));
+        c.would_block();
+        assert!(!c.expired(t + secs(10), secs(10), secs(10), secs(2)));
+        assert!(c.expired(t + secs(11), secs(10), secs(10), secs(2)));
+    }
+
+    // The Streaming state.
+
+    fn streaming(max_fps: u32, latest: Option<&Rc<Frame>>, t: Instant) -> Client {
+        let mut c = Client::new(t);
+        c.stream(b"H".to_vec(), Length, max_fps, latest, t);
+        c
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_new_viewer_gets_the_head_and_the_latest_frame_untimed() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let f = frame(5, 50);
+        let mut c = streaming(0, Some(&f), t);
+        let sent = drain(&mut c, 1, t);
+        let mut expected = b"H".to_vec();
+        expected.extend(f.pieces(Length).concat());
+        assert_eq!(sent, expected);
+        assert_eq!(c.next(Some(&f), t, &mut stats, light), Next::Idle);
+        assert_eq!(stats.frames_out, 1);
+        assert!(stats.latency.is_empty(), "the joining frame is no latency sample");
+        let State::Streaming(s) = &c.state else { panic!() };
+        assert_eq!((s.frames, s.skipped, s.last_seq), (1, 0, 5));
+    }
+
+    #[test]
+    fn a_finished_viewer_takes_the_newest_frame_and_counts_the_skipped_ones() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, Some(&frame(1, 10)), t);
+        drain(&mut c, 1000, t);
+        let newest = frame(4, 10);
+        assert_eq!(c.next(Some(&newest), t, &mut stats, light), Next::Write);
+        assert_eq!(bytes(&c), newest.pieces(Length).concat());
+        drain(&mut c, 1000, t);
+        assert_eq!(c.next(Some(&newest), t, &mut stats, light), Next::Idle);
+        let State::Streaming(s) = &c.state else { panic!() };
+        assert_eq!((s.frames, s.skipped), (2, 2));
+        assert_eq!(stats.frames_skipped, 2);
+        assert_eq!(stats.latency.len(), 1, "a frame taken live is a latency sample");
+    }
+
+    #[test]
+    fn advance_framing_sends_the_next_parts_headers_after_each_frame() {
+        let t = Instant::now();
+        let f = frame(1, 10);
+        let mut c = Client::new(t);
+        c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), t);
+        let sent = drain(&mut c, 3, t);
+        assert_eq!(sent, [&b"H"[..], &f.pieces(AdvanceHeaders).concat()].concat());
+    }
+
+    #[test]
+    fn a_viewer_without_frames_waits_idle_and_is_never_stalled() {
+        let t = Instant::now();
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 1, t);
+        assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Idle);
+        assert!(!c.expired(t + secs(100), secs(10), secs(10), secs(2)));
+    }
+
+    #[test]
+    fn a_viewer_sitting_on_a_frame_expires_at_the_client_timeout() {
+        let t = Instant::now();
+        let mut c = streaming(0, Some(&frame(1, 100)), t);
+        c.wrote(10, t);
+        c.would_block();
+        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));
+    }
+
+    #[test]
+    fn the_queue_is_looked_at_every_eighth_frame_and_after_a_full_socket() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100, t);
+        let mut looks = 0;
+        for seq in 1..=17 {
+            let f = frame(seq, 10);
+            let next = c.next(Some(&f), t, &mut stats, || {
+                looks += 1;
+                Backlog::Light
+            });
+            assert_eq!(next, Next::Write);
+            drain(&mut c, 100, t);
+        }
+        // The first frame is looked at, then every CHECK_EVERY + 1.
+        assert_eq!(looks, 2);
+        c.would_block();
+        let f = frame(18, 10);
+        c.next(Some(&f), t, &mut stats, || {
+            looks += 1;
+            Backlog::Some
+        });
+        assert_eq!(looks, 3);
+    }
+
+    #[test]
+    fn a_full_path_holds_the_frame_retries_soon_and_is_a_stall_if_it_lasts() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100, t);
+        let f = frame(1, 10);
+        assert_eq!(c.next(Some(&f), t, &mut stats, || Backlog::Full), Next::Retry(t + QUEUE_RETRY));
+        assert!(c.idle());
+        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));
+        // The retry finds room and takes the frame it held.
+        let later = t + QUEUE_RETRY;
+        assert_eq!(c.next(Some(&f), later, &mut stats, light), Next::Write);
+        drain(&mut c, 100, later);
+        assert!(!c.expired(t + secs(100), secs(60), secs(10), secs(2)));
+    }
+
+    // The `?fps` cap.
+
+    /// Frames every `period` from `t` for `span`; returns the frames taken.
+    fn capped(max_fps: u32, period: Duration, span: Duration) -> u64 {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(max_fps, None, t);
+        drain(&mut c, 1000, t);
+        let mut retry = None;
+        let mut seq = 0;
+        let mut at = t;
+        while at < t + span {
+            at += period;
+            // A retry due before this frame runs first, as the loop does.
+            if let Some(r) = retry.filter(|&r| r <= at) {
+                let latest = (seq > 0).then(|| frame(seq, 4));
+                retry = None;
+                if let Next::Retry(r) = c.next(latest.as_ref(), r, &mut stats, light) {
+                    retry = Some(r);
+                }
+                drain(&mut c, 1000, r);
+            }
+            seq += 1;
+            match c.next(Some(&frame(seq, 4)), at, &mut stats, light) {
+                Next::Retry(r) => retry = Some(r),
+                Next::Write => {
+                    drain(&mut c, 1000, at);
+                    c.next(None, at, &mut stats, light);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        stats.frames_out
+    }
+
+    #[test]
+    fn fps_caps_give_their_rate_for_any_faster_source() {
+        let period = |fps: u64| Duration::from_nanos(1_000_000_000 / fps);
+        for (cap, source) in [(20, 30), (25, 30), (30, 30), (30, 31), (1, 30), (10, 90), (15, 16)] {
+            let got = capped(cap, period(source), secs(40)) as f64 / 40.0;
+            let want = f64::from(cap);
+            assert!((got - want).abs() <= want * 0.05, "?fps={cap} of {source} fps gave {got}");
+        }
+        // A source slower than the cap is passed through whole.
+        let got = capped(30, period(10), secs(40)) as f64 / 40.0;
+        assert!((got - 10.0).abs() <= 0.5, "?fps=30 of 10 fps gave {got}");
+    }
+
+    #[test]
+    fn a_capped_viewer_gets_the_last_frame_before_a_pause_and_is_never_stalled() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let first = frame(1, 10);
+        let mut c = streaming(1, Some(&first), t);
+        drain(&mut c, 100, t);
+        assert_eq!(c.next(Some(&first), t, &mut stats, light), Next::Idle);
+        // The second frame comes 100 ms later, then nothing.
+        let second = frame(2, 10);
+        let at = t + Duration::from_millis(100);
+        let Next::Retry(retry) = c.next(Some(&second), at, &mut stats, light) else { panic!() };
+        assert!(retry > t + secs(1) && retry <= t + Duration::from_millis(1500), "{retry:?}");
+        assert!(!c.expired(t + secs(30), secs(60), secs(2), secs(2)), "declined is not stalled");
+        assert_eq!(c.next(Some(&second), retry, &mut stats, light), Next::Write);
+        drain(&mut c, 100, retry);
+        c.next(Some(&second), retry, &mut stats, light);
+        let State::Streaming(s) = &c.state else { panic!() };
+        assert_eq!((s.frames, s.last_seq), (2, 2));
     }
 }

@@ -25,13 +25,21 @@ pub struct Frame {
     delimiter_len: usize,
 }
 
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Frame {{ seq: {}, {} bytes }}", self.seq, self.jpeg.len())
+    }
+}
+
 impl Frame {
-    pub fn new(seq: u64, jpeg: Vec<u8>, read_at: Instant, unix_micros: u64) -> Frame {
+    /// `extra` is header lines every part carries (CORS, for browsers that
+    /// check each part of a cross-origin stream).
+    pub fn new(seq: u64, jpeg: Vec<u8>, read_at: Instant, unix_micros: u64, extra: &str) -> Frame {
         let mut head = String::with_capacity(128);
-        push_part_headers(&mut head, Some(jpeg.len()), unix_micros);
+        push_part_headers(&mut head, Some(jpeg.len()), unix_micros, extra);
         let mut tail = format!("\r\n--{BOUNDARY}\r\n");
         let delimiter_len = tail.len();
-        push_part_headers(&mut tail, None, unix_micros);
+        push_part_headers(&mut tail, None, unix_micros, extra);
         Frame {
             seq,
             read_at,
@@ -80,7 +88,7 @@ mod tests {
 
     #[test]
     fn length_framing_is_exact() {
-        let frame = Frame::new(1, vec![0xFF, 0xD8, 0xFF, 0xD9], Instant::now(), 2_000_001);
+        let frame = Frame::new(1, vec![0xFF, 0xD8, 0xFF, 0xD9], Instant::now(), 2_000_001, "");
         let expected = format!(
             "Content-Type: image/jpeg\r\nContent-Length: 4\r\nX-Timestamp: 2.000001\r\n\r\n\
              \u{1}\r\n--{BOUNDARY}\r\n"
@@ -95,7 +103,7 @@ mod tests {
 
     #[test]
     fn advance_framing_ends_with_the_next_parts_headers() {
-        let frame = Frame::new(1, vec![0xFF, 0xD8, 0xFF, 0xD9], Instant::now(), 3_000_000);
+        let frame = Frame::new(1, vec![0xFF, 0xD8, 0xFF, 0xD9], Instant::now(), 3_000_000, "");
         let bytes = concat(&frame, Framing::AdvanceHeaders);
         assert_eq!(&bytes[..4], &[0xFF, 0xD8, 0xFF, 0xD9]);
         let tail = String::from_utf8(bytes[4..].to_vec()).unwrap();

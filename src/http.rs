@@ -48,18 +48,30 @@ pub enum Framing {
     AdvanceHeaders,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    /// The response head only.
+    Head,
+    /// A CORS preflight: may a page on another origin ask this?
+    Options,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub route: Route,
-    /// HEAD: send the response head only.
-    pub head_only: bool,
+    pub method: Method,
     pub framing: Framing,
     /// `?fps=N`: at most N frames a second for this client (0: no cap).
     pub max_fps: u32,
     /// The `Authorization` header, if any, for the caller to check.
     pub authorization: Option<Vec<u8>>,
-    /// The `Origin` header, if any.
-    pub origin: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub fn head_only(&self) -> bool {
+        self.method == Method::Head
+    }
 }
 
 /// The outcome of parsing what a client has sent so far.
@@ -114,9 +126,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
             let header = |name: &str| {
                 req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
             };
-            let head_only = match method {
-                "GET" => false,
-                "HEAD" => true,
+            let method = match method {
+                "GET" => Method::Get,
+                "HEAD" => Method::Head,
+                "OPTIONS" => Method::Options,
                 _ => return Parsed::Error(Status::MethodNotAllowed),
             };
             let Some(target) = Target::parse(target) else {
@@ -131,11 +144,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
             };
             Parsed::Request(Request {
                 route: target.route,
-                head_only,
+                method,
                 framing,
                 max_fps: target.max_fps,
                 authorization: header("authorization").map(<[u8]>::to_vec),
-                origin: header("origin").map(<[u8]>::to_vec),
             })
         }
     }
@@ -208,7 +220,7 @@ pub fn stream_head(extra: &str, framing: Framing, unix_micros: u64) -> Vec<u8> {
         "Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n{NO_CACHE}\r\n--{BOUNDARY}\r\n"
     );
     if framing == Framing::AdvanceHeaders {
-        push_part_headers(&mut out, None, unix_micros);
+        push_part_headers(&mut out, None, unix_micros, extra);
     }
     out.into_bytes()
 }
@@ -225,15 +237,21 @@ pub fn stream_head_only(extra: &str) -> Vec<u8> {
 }
 
 /// A part's header block: the type, the length when known, the frame's
-/// wall-clock time (as µStreamer and mjpg-streamer send it), a blank line.
-pub fn push_part_headers(out: &mut String, content_length: Option<usize>, unix_micros: u64) {
+/// wall-clock time (as µStreamer and mjpg-streamer send it), `extra`
+/// header lines, a blank line.
+pub fn push_part_headers(
+    out: &mut String,
+    content_length: Option<usize>,
+    unix_micros: u64,
+    extra: &str,
+) {
     out.push_str("Content-Type: image/jpeg\r\n");
     if let Some(length) = content_length {
         let _ = write!(out, "Content-Length: {length}\r\n");
     }
     let _ = write!(
         out,
-        "X-Timestamp: {}.{:06}\r\n\r\n",
+        "X-Timestamp: {}.{:06}\r\n{extra}\r\n",
         unix_micros / 1_000_000,
         unix_micros % 1_000_000
     );
@@ -248,12 +266,24 @@ pub fn response_head(status: &str, content_type: &str, length: usize, extra: &st
     out.into_bytes()
 }
 
+/// The answer to a CORS preflight: GET and HEAD, with credentials.
+pub fn preflight_response(extra: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    common(&mut out, "204 No Content", extra);
+    out.push_str(
+        "Access-Control-Allow-Methods: GET, HEAD\r\n\
+         Access-Control-Allow-Headers: Authorization\r\n\
+         Access-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n",
+    );
+    out.into_bytes()
+}
+
 /// A whole error response: status, a one-line plain-text body, and the
 /// headers the status needs.
 pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
     let body = format!("{}\n", status.line());
     let more = match status {
-        Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
+        Status::MethodNotAllowed => "Allow: GET, HEAD, OPTIONS\r\n",
         Status::Unauthorized => "WWW-Authenticate: Basic realm=\"camera\", charset=\"UTF-8\"\r\n",
         Status::Unavailable => "Retry-After: 1\r\n",
         _ => "",
@@ -312,11 +342,15 @@ mod tests {
         let post = parse(b"POST /video.mjpg HTTP/1.1\r\n\r\n");
         assert_eq!(post, Parsed::Error(Status::MethodNotAllowed));
         match parse(b"HEAD /snapshot.jpg HTTP/1.0\r\n\r\n") {
-            Parsed::Request(r) => assert!(r.head_only && r.route == Route::Snapshot),
+            Parsed::Request(r) => assert!(r.head_only() && r.route == Route::Snapshot),
+            other => panic!("{other:?}"),
+        }
+        match parse(b"OPTIONS /stats HTTP/1.1\r\nOrigin: http://a\r\n\r\n") {
+            Parsed::Request(r) => assert_eq!((r.method, r.route), (Method::Options, Route::Stats)),
             other => panic!("{other:?}"),
         }
         let head = error_response(Status::MethodNotAllowed, "", false);
-        assert!(String::from_utf8(head).unwrap().contains("\r\nAllow: GET, HEAD\r\n"));
+        assert!(String::from_utf8(head).unwrap().contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
     }
 
     #[test]
@@ -380,11 +414,10 @@ mod tests {
 
     #[test]
     fn fps_cap_and_headers_are_read() {
-        match parse(b"GET /video.mjpg?fps=5 HTTP/1.1\r\nauthorization: Basic eDp5\r\nOrigin: http://a\r\n\r\n") {
+        match parse(b"GET /video.mjpg?fps=5 HTTP/1.1\r\nauthorization: Basic eDp5\r\n\r\n") {
             Parsed::Request(r) => {
                 assert_eq!(r.max_fps, 5);
                 assert_eq!(r.authorization.as_deref(), Some(&b"Basic eDp5"[..]));
-                assert_eq!(r.origin.as_deref(), Some(&b"http://a"[..]));
             }
             other => panic!("{other:?}"),
         }
@@ -412,11 +445,14 @@ mod tests {
     #[test]
     fn part_headers_are_exact() {
         let mut out = String::new();
-        push_part_headers(&mut out, Some(1234), 1_700_000_000_000_042);
+        push_part_headers(&mut out, Some(1234), 1_700_000_000_000_042, "");
         assert_eq!(
             out,
             "Content-Type: image/jpeg\r\nContent-Length: 1234\r\nX-Timestamp: 1700000000.000042\r\n\r\n"
         );
+        out.clear();
+        push_part_headers(&mut out, None, 0, "Access-Control-Allow-Origin: *\r\n");
+        assert!(out.ends_with("X-Timestamp: 0.000000\r\nAccess-Control-Allow-Origin: *\r\n\r\n"));
     }
 
     #[test]

@@ -34,8 +34,20 @@ pub enum AtEnd {
     Failed,
 }
 
-/// Opens the source and says, for stderr, what it is.
-pub fn open(source: &Source, fps: u32) -> io::Result<(Input, String)> {
+/// What an input is called in messages.
+pub struct Label {
+    /// Short, for errors: "stdin", a path.
+    pub name: String,
+    /// For the start-up line.
+    pub description: String,
+}
+
+fn label(name: impl Into<String>, description: String) -> Label {
+    Label { name: name.into(), description }
+}
+
+/// Opens the source and says what it is.
+pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
     let interval = Duration::from_secs(1) / fps;
     match source {
         Source::Stdin => {
@@ -45,11 +57,11 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, String)> {
             if stdin.metadata()?.file_type().is_file() {
                 return Ok((
                     Input::Paced { file: stdin, interval, looped: false },
-                    format!("stdin (a file, read at {fps} fps)"),
+                    label("stdin", format!("stdin (a file, read at {fps} fps)")),
                 ));
             }
             set_nonblocking(&stdin)?;
-            Ok((Input::Polled { file: stdin, end: AtEnd::Exit }, "stdin".into()))
+            Ok((Input::Polled { file: stdin, end: AtEnd::Exit }, label("stdin", "stdin".into())))
         }
         Source::Path(path) => open_path(path, interval, fps),
         Source::List { list, delay } => {
@@ -61,7 +73,7 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, String)> {
                 "{count} JPEG files listed in {list}, one every {} µs, looped",
                 delay.as_micros()
             );
-            Ok((Input::Polled { file: reader, end: AtEnd::Failed }, what))
+            Ok((Input::Polled { file: reader, end: AtEnd::Failed }, label("the file list", what)))
         }
         Source::Pattern => {
             let (reader, writer) = pipe()?;
@@ -71,33 +83,50 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, String)> {
                 pattern::WIDTH,
                 pattern::HEIGHT
             );
-            Ok((Input::Polled { file: reader, end: AtEnd::Failed }, what))
+            Ok((
+                Input::Polled { file: reader, end: AtEnd::Failed },
+                label("the test pattern", what),
+            ))
         }
     }
 }
 
-fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, String)> {
-    let kind = fs::metadata(path)?.file_type();
+fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, Label)> {
     let shown = path.display();
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
+    let meta = fs::metadata(path).map_err(with_path)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(io::Error::other(format!(
+            "{shown} is a directory; --input wants a FIFO, a pipe or a file of JPEG frames"
+        )));
+    }
     if kind.is_file() {
-        let file = File::open(path)?;
+        if meta.len() == 0 {
+            return Err(io::Error::other(format!("{shown} is empty: no frames to loop")));
+        }
+        let file = File::open(path).map_err(with_path)?;
         return Ok((
             Input::Paced { file, interval, looped: true },
-            format!("{shown} (looped at {fps} fps)"),
+            label(shown.to_string(), format!("{shown} (looped at {fps} fps)")),
         ));
     }
     // A FIFO is opened for writing too, so that it always has a writer: the
     // camera process can exit and start again without the server seeing an
     // end of file, and the viewers stay connected.
     let fifo = kind.is_fifo();
-    let file =
-        OpenOptions::new().read(true).write(fifo).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(fifo)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(with_path)?;
     let what = if fifo {
         format!("{shown} (FIFO; camera restarts are waited for)")
     } else {
         shown.to_string()
     };
-    Ok((Input::Polled { file, end: AtEnd::Exit }, what))
+    Ok((Input::Polled { file, end: AtEnd::Exit }, label(shown.to_string(), what)))
 }
 
 fn set_nonblocking(file: &File) -> io::Result<()> {
@@ -146,19 +175,21 @@ fn read_list(list: &str) -> io::Result<Vec<String>> {
 /// are read anew each time, so another program may replace them.
 fn spawn_list(mut pipe: File, names: Vec<String>, delay: Duration) -> io::Result<()> {
     thread::Builder::new().name("file-list".into()).spawn(move || {
-        let start = Instant::now();
+        let mut due = Instant::now();
         let mut warned = HashSet::new();
-        for (n, name) in names.iter().cycle().enumerate() {
+        for name in names.iter().cycle() {
             match fs::read(name) {
                 Ok(jpeg) => {
                     if pipe.write_all(&jpeg).is_err() {
                         return;
                     }
                 }
-                Err(e) if warned.insert(name.clone()) => eprintln!("warning: {name}: {e}"),
+                Err(e) if warned.insert(name.clone()) => crate::log!("warning: {name}: {e}"),
                 Err(_) => {}
             }
-            let due = start + delay * (n as u32 + 1);
+            // Due times add up rather than multiply a frame count, which
+            // would wrap on a long run.
+            due += delay;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }

@@ -5,12 +5,19 @@ every HTTP client, from one single-threaded poll loop.
 The pure parts (the splitter, HTTP parsing and framing, the test pattern)
 do no I/O; [`server`] moves bytes between them and the sockets.
 */
+#[macro_use]
+pub mod log;
 pub mod cli;
 pub mod client;
+pub mod deadlines;
 pub mod frame;
 pub mod http;
 pub mod input;
 pub mod pattern;
+pub mod router;
 pub mod server;
+pub mod source;
 pub mod splitter;
 pub mod stats;
+pub mod tcp;
+pub mod viewers;

@@ -1,40 +1,58 @@
 use argh::FromArgs;
 use raspivid_mjpeg_server::cli::{self, Args};
-use raspivid_mjpeg_server::{input, server};
-use std::io::IsTerminal;
+use raspivid_mjpeg_server::source::InputDriver;
+use raspivid_mjpeg_server::{input, log, server};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// How long the final lines may take to reach stderr: a stderr nobody reads
+/// must not keep the process from exiting.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    log::start();
+    let code = run_main();
+    log::flush(FINAL_FLUSH);
+    code
+}
+
+fn run_main() -> ExitCode {
     let args: Vec<String> = cli::normalize(std::env::args().collect());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let name = strs.first().copied().unwrap_or("raspivid_mjpeg_server");
     let parsed = match Args::from_args(&[name], strs.get(1..).unwrap_or_default()) {
         Ok(parsed) => parsed,
         Err(early) => {
-            // --help is an early exit too, with status Ok.
+            // --help is an early exit too, with status Ok. stdout may be a
+            // closed pipe (`--help | head -1`): that is no error of ours.
             return match early.status {
                 Ok(()) => {
-                    println!("{}", early.output);
+                    let _ = writeln!(std::io::stdout(), "{}", early.output);
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
-                    eprintln!("error: {}", early.output.trim_end());
+                    log!("error: {}", early.output.trim_end());
                     ExitCode::from(2)
                 }
             };
         }
     };
+    if parsed.version {
+        let _ = writeln!(std::io::stdout(), "{}", cli::version());
+        return ExitCode::SUCCESS;
+    }
     let config = match parsed.into_config(std::io::stdin().is_terminal()) {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("error: {message}");
+            log!("error: {message}");
             return ExitCode::from(2);
         }
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            log!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -44,9 +62,10 @@ fn run(config: cli::Config) -> std::io::Result<()> {
     let (listener, addr) = server::listen(&config)?;
     let (input, what) = input::open(&config.source, config.fps)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the input: {e}")))?;
-    eprintln!("streaming {what} on http://{addr}/video.mjpg");
-    let mut server = server::Server::new(config, listener, input)?;
+    let driver = InputDriver::new(input, what.name, config.max_frame_bytes, Instant::now());
+    let mut server = server::Server::new(config, listener, driver)?;
+    log!("streaming {} on http://{addr}/video.mjpg", what.description);
     let result = server.run();
-    eprintln!("{}", server.report());
+    log!("{}", server.report());
     result
 }

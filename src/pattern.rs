@@ -189,13 +189,16 @@ pub fn spawn(mut pipe: File, fps: u32) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("test-pattern".into()).spawn(move || {
         let mut canvas = Canvas::new();
         let (start, wall) = (Instant::now(), SystemTime::now());
+        // The slot adds up rather than multiplying a frame count, which
+        // would wrap on a long run.
+        let mut slot = Duration::ZERO;
         for n in 0.. {
-            let slot = interval * n as u32;
             canvas.draw(n, unix_millis(wall + slot));
             let Ok(jpeg) = canvas.encode() else { return };
             if let Some(wait) = (start + slot).checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
+            slot += interval;
             if pipe.write_all(&jpeg).is_err() {
                 return;
             }

@@ -18,8 +18,11 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Frames sent whole, summed over clients.
     pub frames_out: u64,
-    /// Frames a streaming client did not get because it was still busy.
+    /// Frames a viewer skipped to take a newer one (or its connection ended).
     pub frames_skipped: u64,
+    /// Frames live viewers have not taken and never will, as of the last
+    /// [`Stats::refresh`]; they join `frames_skipped` as viewers move on.
+    skipped_pending: u64,
     pub clients_total: u64,
     /// Connections refused with 503 because `--max-clients` were connected.
     pub clients_refused: u64,
@@ -56,6 +59,7 @@ impl Stats {
             bytes_out: 0,
             frames_out: 0,
             frames_skipped: 0,
+            skipped_pending: 0,
             clients_total: 0,
             clients_refused: 0,
             clients_timed_out: 0,
@@ -79,6 +83,17 @@ impl Stats {
         }
     }
 
+    /// Takes figures kept elsewhere, before they are shown.
+    pub fn refresh(&mut self, bytes_in: u64, skipped_pending: u64) {
+        self.bytes_in = bytes_in;
+        self.skipped_pending = skipped_pending;
+    }
+
+    /// Frames skipped, by viewers gone and by viewers still watching.
+    pub fn skipped(&self) -> u64 {
+        self.frames_skipped + self.skipped_pending
+    }
+
     /// Updates the rates; called about once a second.
     pub fn tick(&mut self, now: Instant, frames_in: u64) {
         let secs = now.duration_since(self.tick.at).as_secs_f64();
@@ -96,7 +111,7 @@ impl Stats {
             "stats: fps in {:.1} out {:.1}, clients {clients}, skipped {}, latency p50 {} p99 {} max {} (µs)",
             self.fps_in,
             self.fps_out,
-            self.frames_skipped,
+            self.skipped(),
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99),
             h.max(),
@@ -105,7 +120,6 @@ impl Stats {
         line
     }
 
-    /// The `/stats` document.
     /// The `/stats` document; `viewers` is a JSON array of per-viewer figures.
     pub fn json(&self, now: Instant, input: &Counters, clients: usize, viewers: &str) -> String {
         let h = &self.latency;
@@ -128,7 +142,7 @@ impl Stats {
             self.clients_timed_out,
             self.accept_pauses,
             self.frames_out,
-            self.frames_skipped,
+            self.skipped(),
             input.garbage_bytes,
             input.broken_frames,
             input.oversize_frames,
@@ -150,7 +164,7 @@ impl Stats {
             now.duration_since(self.started).as_secs_f64(),
             input.frames,
             self.frames_out,
-            self.frames_skipped,
+            self.skipped(),
             input.garbage_bytes,
             input.broken_frames,
             input.oversize_frames,

@@ -14,7 +14,7 @@ fn errors_have_their_status_and_headers() {
     assert_eq!((status, &body[..]), (404, &b"404 Not Found\n"[..]));
     let (status, head, _) = server.get("POST /video.mjpg HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(status, 405);
-    assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+    assert!(head.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"), "{head}");
     assert_eq!(server.get("GET / HTTP/1.1\r\nBad header\r\n\r\n").0, 400);
     let mut huge = String::from("GET /video.mjpg HTTP/1.1\r\n");
     while huge.len() < 9000 {

@@ -1,0 +1,112 @@
+/*!
+Every time the loop must wake for, in one place: the poll timeout is the
+`min` over it.
+
+A handful of named timers, each set or not, and a heap of per-viewer
+retries (a viewer holding off a frame looks again at its time). Retries are
+never removed early: a viewer that no longer wants one simply ignores it
+when it comes due, which keeps scheduling O(log n) and the heap bounded by
+the retries set in the last few frame intervals.
+*/
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Timeouts and rates, once a second.
+    Tick,
+    /// The `--stats` line.
+    Stats,
+    /// The input: a paced file's next frame, or more to read now.
+    Input,
+    /// The source's own schedule: restart, stop, a check for a stall.
+    Source,
+    /// Accepting again: after an out-of-descriptors rest, or now, when a
+    /// turn left connections waiting.
+    Accept,
+    /// The end of draining: exit even if viewers have not taken their frame.
+    Drain,
+    /// A frame to send while the source has none (offline, starting).
+    Offline,
+}
+
+const TIMERS: usize = 7;
+
+#[derive(Default)]
+pub struct Deadlines {
+    at: [Option<Instant>; TIMERS],
+    retries: BinaryHeap<Reverse<(Instant, usize)>>,
+}
+
+impl Deadlines {
+    pub fn set(&mut self, timer: Timer, at: Option<Instant>) {
+        self.at[timer as usize] = at;
+    }
+
+    pub fn get(&self, timer: Timer) -> Option<Instant> {
+        self.at[timer as usize]
+    }
+
+    /// True, and the timer cleared, if it is set and due at `now`.
+    pub fn take_due(&mut self, timer: Timer, now: Instant) -> bool {
+        let due = self.get(timer).is_some_and(|at| at <= now);
+        if due {
+            self.set(timer, None);
+        }
+        due
+    }
+
+    /// Wakes the loop at `at` for the viewer at `key`.
+    pub fn retry(&mut self, key: usize, at: Instant) {
+        self.retries.push(Reverse((at, key)));
+    }
+
+    /// The next retry due at `now`, with the time it was set for.
+    pub fn pop_retry(&mut self, now: Instant) -> Option<(usize, Instant)> {
+        match self.retries.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                self.retries.pop().map(|Reverse((at, key))| (key, at))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        let retry = self.retries.peek().map(|Reverse((at, _))| *at);
+        self.at.iter().copied().chain([retry]).flatten().min()
+    }
+
+    /// How long `poll` may sleep from `now`.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.next().map(|at| at.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_is_the_earliest_of_timers_and_retries() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Deadlines::default();
+        assert_eq!(d.timeout(t), None);
+        d.set(Timer::Tick, Some(t + ms(1000)));
+        d.set(Timer::Input, Some(t + ms(30)));
+        assert_eq!(d.timeout(t), Some(ms(30)));
+        d.retry(7, t + ms(10));
+        d.retry(8, t + ms(20));
+        assert_eq!(d.timeout(t), Some(ms(10)));
+        assert_eq!(d.pop_retry(t + ms(5)), None);
+        assert_eq!(d.pop_retry(t + ms(25)), Some((7, t + ms(10))));
+        assert_eq!(d.pop_retry(t + ms(25)), Some((8, t + ms(20))));
+        assert_eq!(d.pop_retry(t + ms(25)), None);
+        assert!(!d.take_due(Timer::Input, t + ms(29)));
+        assert!(d.take_due(Timer::Input, t + ms(30)));
+        assert_eq!(d.get(Timer::Input), None);
+        assert_eq!(d.timeout(t + ms(2000)), Some(Duration::ZERO), "overdue is now");
+    }
+}

@@ -1,0 +1,245 @@
+/*!
+What the server answers to a parsed request: pure code, no I/O.
+
+[`respond`] turns a request and what the server holds (the latest frame,
+the credentials, the CORS headers) into a [`Reply`], which the loop hands
+to the client. `/stats` is the one reply the loop completes itself, since
+only it can walk the viewers; nothing else pays for that walk.
+*/
+
+use crate::frame::Frame;
+use crate::http::{self, Framing, Method, Parsed, Route, Status};
+use std::rc::Rc;
+
+/// What the server holds that a reply may need.
+pub struct Ctx<'a> {
+    /// The base64 `USER:PASS` every request must carry, if any.
+    pub credentials: Option<&'a str>,
+    /// Header lines every response carries ([`cors_headers`]).
+    pub extra: &'a str,
+    pub latest: Option<&'a Rc<Frame>>,
+    /// The wall-clock time, for the stream's first part headers.
+    pub unix_micros: u64,
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    /// The stream: `head` (up to the first JPEG byte), then frames.
+    Stream { head: Vec<u8>, framing: Framing, max_fps: u32 },
+    /// A whole response: `head`, then a snapshot's JPEG if any.
+    Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>> },
+    /// `/stats`: the caller builds the document and sends it with [`page`].
+    Stats { head_only: bool },
+}
+
+impl Reply {
+    fn bytes(head: Vec<u8>) -> Reply {
+        Reply::Whole { head, jpeg: None }
+    }
+}
+
+/// Answers what a client sent, once [`http::parse`] says it is complete
+/// or wrong. Never called for [`Parsed::Partial`].
+pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
+    let extra = ctx.extra;
+    let request = match parsed {
+        Parsed::Partial => {
+            return Reply::bytes(http::error_response(Status::BadRequest, extra, false))
+        }
+        Parsed::Error(status) => return Reply::bytes(http::error_response(status, extra, false)),
+        Parsed::Request(request) => request,
+    };
+    let head_only = request.head_only();
+    // A preflight never carries credentials: browsers send them only once
+    // it has said they may.
+    if request.method == Method::Options {
+        return Reply::bytes(http::preflight_response(extra));
+    }
+    if let Some(expected) = ctx.credentials {
+        if !authorized(request.authorization.as_deref(), expected) {
+            return Reply::bytes(http::error_response(Status::Unauthorized, extra, head_only));
+        }
+    }
+    match request.route {
+        Route::Stream if head_only => Reply::bytes(http::stream_head_only(extra)),
+        Route::Stream => Reply::Stream {
+            head: http::stream_head(extra, request.framing, ctx.unix_micros),
+            framing: request.framing,
+            max_fps: request.max_fps,
+        },
+        Route::Snapshot => match ctx.latest {
+            Some(frame) => Reply::Whole {
+                head: http::response_head("200 OK", "image/jpeg", frame.jpeg.len(), extra),
+                jpeg: (!head_only).then(|| Rc::clone(frame)),
+            },
+            None => Reply::bytes(http::error_response(Status::Unavailable, extra, head_only)),
+        },
+        Route::Index => {
+            Reply::bytes(page(INDEX_HTML, "text/html; charset=utf-8", extra, head_only))
+        }
+        Route::Favicon => {
+            Reply::bytes(http::response_head("204 No Content", "image/x-icon", 0, extra))
+        }
+        Route::Stats => Reply::Stats { head_only },
+    }
+}
+
+/// A whole `200` response with `body`.
+pub fn page(body: &str, content_type: &str, extra: &str, head_only: bool) -> Vec<u8> {
+    let mut out = http::response_head("200 OK", content_type, body.len(), extra);
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// True if `given` is `Basic <expected>`; the scheme's case does not matter
+/// (RFC 9110 §11.1), the credentials' does.
+fn authorized(given: Option<&[u8]>, expected: &str) -> bool {
+    let Some(given) = given else { return false };
+    let Some(space) = given.iter().position(|&b| b == b' ') else { return false };
+    let (scheme, rest) = given.split_at(space);
+    scheme.eq_ignore_ascii_case(b"basic")
+        && constant_time_eq(rest.trim_ascii(), expected.as_bytes())
+}
+
+/// Compares without an early exit, so the time taken says nothing about
+/// how much of a guessed password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &y) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(!y) ^ y);
+    }
+    diff == 0
+}
+
+/// The CORS headers for `--allow-origin`. Browsers refuse credentials
+/// beside the `*` wildcard, so `*` allows any page without them, and a
+/// named origin is allowed with them (for `--auth`).
+pub fn cors_headers(origin: Option<&str>) -> String {
+    match origin {
+        Some("*") => "Access-Control-Allow-Origin: *\r\n".into(),
+        Some(origin) => format!(
+            "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+        ),
+        None => String::new(),
+    }
+}
+
+const INDEX_HTML: &str = include_str!("index.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn ask(request: &str, ctx: &Ctx) -> Reply {
+        respond(http::parse(request.as_bytes()), ctx)
+    }
+
+    fn ctx<'a>(latest: Option<&'a Rc<Frame>>) -> Ctx<'a> {
+        Ctx { credentials: None, extra: "", latest, unix_micros: 0 }
+    }
+
+    fn whole(reply: Reply) -> (String, Option<Rc<Frame>>) {
+        match reply {
+            Reply::Whole { head, jpeg } => (String::from_utf8(head).unwrap(), jpeg),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn frame() -> Rc<Frame> {
+        Rc::new(Frame::new(1, vec![0xFF, 0xD8, 0xFF, 0xD9], Instant::now(), 0, ""))
+    }
+
+    #[test]
+    fn the_stream_gets_its_head_and_framing() {
+        match ask("GET /video.mjpg?fps=7 HTTP/1.1\r\n\r\n", &ctx(None)) {
+            Reply::Stream { head, framing, max_fps } => {
+                assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+                assert_eq!((framing, max_fps), (Framing::Length, 7));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (head, _) = whole(ask("HEAD /stream HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(head.contains("multipart/x-mixed-replace") && head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_snapshot_is_503_before_the_first_frame_then_the_latest() {
+        let (head, jpeg) = whole(ask("GET /snapshot.jpg HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(head.starts_with("HTTP/1.1 503") && head.contains("Retry-After: 1\r\n"));
+        assert!(jpeg.is_none());
+        let f = frame();
+        let (head, jpeg) = whole(ask("GET /?action=snapshot HTTP/1.1\r\n\r\n", &ctx(Some(&f))));
+        assert!(head.contains("Content-Type: image/jpeg\r\nContent-Length: 4\r\n"));
+        assert!(Rc::ptr_eq(&jpeg.unwrap(), &f));
+        let (_, jpeg) = whole(ask("HEAD /snapshot HTTP/1.1\r\n\r\n", &ctx(Some(&f))));
+        assert!(jpeg.is_none());
+    }
+
+    #[test]
+    fn stats_is_left_to_the_caller_and_errors_get_their_status() {
+        assert!(matches!(
+            ask("HEAD /stats HTTP/1.1\r\n\r\n", &ctx(None)),
+            Reply::Stats { head_only: true }
+        ));
+        let (head, _) = whole(ask("GET /nope HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(head.starts_with("HTTP/1.1 404"));
+        let (head, _) = whole(ask("BREW / HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(head.starts_with("HTTP/1.1 405"));
+        let (page, _) = whole(ask("GET / HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(page.contains("text/html") && page.contains("<html"));
+    }
+
+    #[test]
+    fn credentials_guard_every_route_and_the_scheme_is_case_blind() {
+        let mut c = ctx(None);
+        c.credentials = Some("eDp5");
+        for path in ["/", "/video.mjpg", "/snapshot.jpg", "/stats", "/favicon.ico"] {
+            let (head, _) = whole(ask(&format!("GET {path} HTTP/1.1\r\n\r\n"), &c));
+            assert!(head.starts_with("HTTP/1.1 401"), "{path}");
+            assert!(head.contains("WWW-Authenticate: Basic"));
+        }
+        let wrong = "GET /stats HTTP/1.1\r\nAuthorization: Basic eDp6\r\n\r\n";
+        assert!(whole(ask(wrong, &c)).0.starts_with("HTTP/1.1 401"));
+        let other_scheme = "GET /stats HTTP/1.1\r\nAuthorization: Bearer eDp5\r\n\r\n";
+        assert!(whole(ask(other_scheme, &c)).0.starts_with("HTTP/1.1 401"));
+        for scheme in ["Basic", "basic", "BASIC"] {
+            let right = format!("GET /stats HTTP/1.1\r\nAuthorization: {scheme} eDp5\r\n\r\n");
+            assert!(matches!(ask(&right, &c), Reply::Stats { .. }), "{scheme}");
+        }
+    }
+
+    #[test]
+    fn a_preflight_is_answered_without_credentials() {
+        let cors = cors_headers(Some("https://a.example"));
+        let mut c = ctx(None);
+        c.credentials = Some("eDp5");
+        c.extra = &cors;
+        let preflight = "OPTIONS /stats HTTP/1.1\r\nOrigin: https://a.example\r\n\
+                         Access-Control-Request-Headers: authorization\r\n\r\n";
+        let (head, _) = whole(ask(preflight, &c));
+        assert!(head.starts_with("HTTP/1.1 204 No Content\r\n"));
+        assert!(head.contains("Access-Control-Allow-Origin: https://a.example\r\n"));
+        assert!(head.contains("Access-Control-Allow-Credentials: true\r\n"));
+        assert!(head.contains("Access-Control-Allow-Methods: GET, HEAD\r\n"));
+        assert!(head.contains("Access-Control-Allow-Headers: Authorization\r\n"));
+    }
+
+    #[test]
+    fn the_wildcard_origin_never_comes_with_credentials() {
+        assert_eq!(cors_headers(Some("*")), "Access-Control-Allow-Origin: *\r\n");
+        assert!(cors_headers(Some("http://x")).contains("Allow-Credentials: true"));
+        assert_eq!(cors_headers(None), "");
+    }
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,510 @@
+/*!
+Every connected client, the latest frame, and the moving of bytes between
+them and the sockets.
+
+Clients live in a `Slab` keyed by their poll token. A frame is handed only
+to the viewers on the idle list (streaming, nothing left to send), in an
+order that rotates so no viewer is always last; a busy viewer takes the
+newest frame itself when its socket drains. So the work per frame is the
+work of the viewers that take it, however many connected before.
+
+Each client's decisions are [`Client`]'s (pure); this file does the reads,
+the `writev`s, the bookkeeping of who is idle, and closes clients in one
+place, [`Viewers::close`].
+*/
+
+use crate::client::{Client, Next, State};
+use crate::deadlines::Deadlines;
+use crate::frame::Frame;
+use crate::http;
+use crate::router::{self, Ctx, Reply};
+use crate::stats::Stats;
+use crate::tcp;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::fmt::Write as _;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a client that has its reply may take to close its end.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// `/stats` lists this many viewers at most, so that its size stays small
+/// with thousands connected.
+const MAX_VIEWERS_LISTED: usize = 256;
+
+/// Scratch space for reading requests and draining what clients send later.
+const READ_CHUNK: usize = 4096;
+
+/// Most bytes thrown away per read event once the request is in: a client
+/// that sends without end must not hold the loop from everyone else. The
+/// rest waits in the socket, and TCP's flow control slows the sender down.
+const DRAIN_PER_EVENT: usize = 64 * 1024;
+
+/// What the clients are allowed and owed, from the flags.
+pub struct Policy {
+    pub max_clients: usize,
+    pub max_queued_bytes: usize,
+    pub request_timeout: Duration,
+    pub client_timeout: Duration,
+    /// The base64 `USER:PASS` every request must carry, if any.
+    pub credentials: Option<String>,
+    /// Header lines every response and every part carries (CORS).
+    pub extra_headers: String,
+}
+
+struct Conn {
+    socket: TcpStream,
+    addr: SocketAddr,
+    client: Client,
+    /// Where this viewer sits in `Viewers::idle`, if it does.
+    idle_at: Option<usize>,
+    /// The retry this viewer waits for, if any: an older one that comes
+    /// due is ignored.
+    retry_at: Option<Instant>,
+}
+
+/// What a client asked for that only the caller can answer.
+pub enum Asked {
+    Stats { head_only: bool },
+}
+
+/// Clients by state, kept where states change: admission counts only
+/// those not lingering, and draining waits only for viewers.
+#[derive(Default)]
+struct Census {
+    streaming: usize,
+    closing: usize,
+}
+
+impl Census {
+    fn left(&mut self, state: &State) {
+        match state {
+            State::Streaming(_) => self.streaming -= 1,
+            State::Closing { .. } => self.closing -= 1,
+            State::Request { .. } | State::Replying => {}
+        }
+    }
+}
+
+pub struct Viewers {
+    policy: Policy,
+    conns: Slab<Conn>,
+    /// Streaming viewers with nothing to send: the ones a new frame goes to.
+    idle: Vec<usize>,
+    census: Census,
+    latest: Option<Rc<Frame>>,
+    /// The sequence number of the latest frame; frames count from 1.
+    seq: u64,
+    rotation: usize,
+    /// A client was closed since the caller last asked: a descriptor is free.
+    freed: bool,
+    /// Frames that viewers which left had not taken.
+    pending_closed: u64,
+    scratch: Vec<usize>,
+}
+
+impl Viewers {
+    pub fn new(policy: Policy) -> Viewers {
+        Viewers {
+            policy,
+            conns: Slab::new(),
+            idle: Vec::new(),
+            census: Census::default(),
+            latest: None,
+            seq: 0,
+            rotation: 0,
+            freed: false,
+            pending_closed: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn streaming(&self) -> usize {
+        self.census.streaming
+    }
+
+    pub fn latest(&self) -> Option<&Rc<Frame>> {
+        self.latest.as_ref()
+    }
+
+    pub fn extra_headers(&self) -> &str {
+        &self.policy.extra_headers
+    }
+
+    /// True once every viewer has sent what it was sending.
+    pub fn drained(&self) -> bool {
+        self.idle.len() == self.census.streaming
+    }
+
+    /// True, once, after a client was closed.
+    pub fn take_freed(&mut self) -> bool {
+        std::mem::take(&mut self.freed)
+    }
+
+    /// True when another client would be one too many. Clients that have
+    /// their reply and wait only for the peer's close do not count: a burst
+    /// of snapshot requests must not cause 503s.
+    pub fn full(&self) -> bool {
+        self.conns.len() - self.census.closing >= self.policy.max_clients
+    }
+
+    /// Takes a new connection.
+    pub fn insert(
+        &mut self,
+        mut socket: TcpStream,
+        addr: SocketAddr,
+        now: Instant,
+        registry: &Registry,
+    ) {
+        // Frames go out the moment they are written, not after Nagle's delay.
+        let _ = socket.set_nodelay(true);
+        // The kernel takes only this much more than is on the wire, so a
+        // slow viewer's queue stays short, and one that reads nothing stops
+        // taking data at once: it then skips frames, and --client-timeout
+        // sees it stall, instead of the send buffer growing for seconds of
+        // stale frames.
+        let lowat = self.policy.max_queued_bytes as u32;
+        let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(lowat);
+        let entry = self.conns.vacant_entry();
+        let token = Token(entry.key());
+        // Edge-triggered, for life: every handler reads or writes until
+        // `WouldBlock`, so there is nothing to re-register.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if registry.register(&mut socket, token, interest).is_ok() {
+            entry.insert(Conn {
+                socket,
+                addr,
+                client: Client::new(now),
+                idle_at: None,
+                retry_at: None,
+            });
+        }
+    }
+
+    /// Handles readiness of the client at `key`: reads its request (or
+    /// discards what it sends later), answers, writes what it can.
+    pub fn ready(
+        &mut self,
+        key: usize,
+        readable: bool,
+        now: Instant,
+        stats: &mut Stats,
+        deadlines: &mut Deadlines,
+        registry: &Registry,
+    ) -> Option<Asked> {
+        let conn = self.conns.get_mut(key)?;
+        if readable {
+            let open = read_in(conn);
+            if matches!(conn.client.state, State::Request { .. }) {
+                if let Some(asked) = self.respond(key, now) {
+                    return Some(asked);
+                }
+            }
+            // The client's end of the stream ends a stream or an unfinished
+            // request, but a reply is still owed to a client that sent its
+            // request and then half-closed.
+            if !open && !matches!(self.conns[key].client.state, State::Replying) {
+                self.close(key, registry);
+                return None;
+            }
+        }
+        self.pump(key, now, stats, deadlines, registry);
+        None
+    }
+
+    /// Sends a whole reply the caller built (for [`Asked`]).
+    pub fn reply(
+        &mut self,
+        key: usize,
+        head: Vec<u8>,
+        now: Instant,
+        stats: &mut Stats,
+        deadlines: &mut Deadlines,
+        registry: &Registry,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.client.reply(head, None);
+        self.pump(key, now, stats, deadlines, registry);
+    }
+
+    /// Routes a complete request; leaves a partial one to wait for more.
+    fn respond(&mut self, key: usize, now: Instant) -> Option<Asked> {
+        let conn = &mut self.conns[key];
+        let State::Request { buf } = &conn.client.state else { return None };
+        let parsed = http::parse(buf);
+        if parsed == http::Parsed::Partial {
+            return None;
+        }
+        let ctx = Ctx {
+            credentials: self.policy.credentials.as_deref(),
+            extra: &self.policy.extra_headers,
+            latest: self.latest.as_ref(),
+            unix_micros: unix_micros(),
+        };
+        match router::respond(parsed, &ctx) {
+            Reply::Stream { head, framing, max_fps } => {
+                conn.client.stream(head, framing, max_fps, self.latest.as_ref(), now);
+                self.census.streaming += 1;
+            }
+            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
+            Reply::Stats { head_only } => return Some(Asked::Stats { head_only }),
+        }
+        None
+    }
+
+    /// Writes until the client's socket would block or it has nothing to
+    /// send, taking the newest frame whenever it finishes one; then files
+    /// the client under what it waits for.
+    fn pump(
+        &mut self,
+        key: usize,
+        now: Instant,
+        stats: &mut Stats,
+        deadlines: &mut Deadlines,
+        registry: &Registry,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let max_queued = self.policy.max_queued_bytes;
+        let next = loop {
+            match write_out(conn, now, stats) {
+                Ok(true) => {}
+                Ok(false) => break Next::Write,
+                // The peer is gone.
+                Err(_) => return self.close(key, registry),
+            }
+            let socket = &conn.socket;
+            match conn
+                .client
+                .next(self.latest.as_ref(), now, stats, || tcp::backlog(socket, max_queued))
+            {
+                Next::Write => continue,
+                Next::Shutdown => {
+                    self.census.closing += 1;
+                    if conn.socket.shutdown(Shutdown::Write).is_err() {
+                        return self.close(key, registry);
+                    }
+                    break Next::Read;
+                }
+                other => break other,
+            }
+        };
+        match next {
+            Next::Idle => {
+                conn.retry_at = None;
+                self.set_idle(key, true);
+            }
+            Next::Retry(at) => {
+                if conn.retry_at != Some(at) {
+                    conn.retry_at = Some(at);
+                    deadlines.retry(key, at);
+                }
+                self.set_idle(key, true);
+            }
+            Next::Write | Next::Read | Next::Shutdown => {
+                conn.retry_at = None;
+                self.set_idle(key, false);
+            }
+        }
+    }
+
+    /// A retry set for the viewer at `key` came due.
+    pub fn retry(
+        &mut self,
+        key: usize,
+        at: Instant,
+        now: Instant,
+        stats: &mut Stats,
+        deadlines: &mut Deadlines,
+        registry: &Registry,
+    ) {
+        if self.conns.get(key).is_some_and(|c| c.retry_at == Some(at)) {
+            self.conns[key].retry_at = None;
+            self.pump(key, now, stats, deadlines, registry);
+        }
+    }
+
+    fn set_idle(&mut self, key: usize, idle: bool) {
+        let at = self.conns[key].idle_at;
+        match (idle, at) {
+            (true, None) => {
+                self.conns[key].idle_at = Some(self.idle.len());
+                self.idle.push(key);
+            }
+            (false, Some(i)) => {
+                self.idle.swap_remove(i);
+                if let Some(&moved) = self.idle.get(i) {
+                    self.conns[moved].idle_at = Some(i);
+                }
+                self.conns[key].idle_at = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes `jpeg` the latest frame and writes it to every idle viewer.
+    pub fn publish(
+        &mut self,
+        jpeg: Vec<u8>,
+        read_at: Instant,
+        stats: &mut Stats,
+        deadlines: &mut Deadlines,
+        registry: &Registry,
+    ) {
+        self.seq += 1;
+        let extra = &self.policy.extra_headers;
+        self.latest = Some(Rc::new(Frame::new(self.seq, jpeg, read_at, unix_micros(), extra)));
+        let mut order = std::mem::take(&mut self.scratch);
+        order.clear();
+        order.extend_from_slice(&self.idle);
+        let count = order.len();
+        self.rotation = self.rotation.wrapping_add(1);
+        let now = Instant::now();
+        for i in 0..count {
+            let key = order[(self.rotation + i) % count];
+            self.pump(key, now, stats, deadlines, registry);
+        }
+        self.scratch = order;
+    }
+
+    /// Once a second: per-viewer rates, and closing clients that overstayed.
+    pub fn tick(&mut self, now: Instant, stats: &mut Stats, registry: &Registry) {
+        let p = &self.policy;
+        let mut expired = std::mem::take(&mut self.scratch);
+        expired.clear();
+        for (key, conn) in self.conns.iter_mut() {
+            if let State::Streaming(s) = &mut conn.client.state {
+                s.fps = s.frames - s.frames_at_tick;
+                s.frames_at_tick = s.frames;
+            }
+            if conn.client.expired(now, p.request_timeout, p.client_timeout, LINGER) {
+                expired.push(key);
+            }
+        }
+        for &key in &expired {
+            if !matches!(self.conns[key].client.state, State::Closing { .. }) {
+                stats.clients_timed_out += 1;
+            }
+            self.close(key, registry);
+        }
+        self.scratch = expired;
+    }
+
+    /// Closes the client at `key`: the one place a client leaves.
+    pub fn close(&mut self, key: usize, registry: &Registry) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.set_idle(key, false);
+        let mut conn = self.conns.remove(key);
+        self.census.left(&conn.client.state);
+        // The frames it had not taken are skipped for good now.
+        self.pending_closed += conn.client.pending_skips(self.seq);
+        let _ = registry.deregister(&mut conn.socket);
+        self.freed = true;
+    }
+
+    /// Frames live viewers have not taken and never will, plus those of
+    /// viewers that left: a walk of every client, for figures shown.
+    pub fn skipped_pending(&self) -> u64 {
+        let live: u64 = self.conns.iter().map(|(_, c)| c.client.pending_skips(self.seq)).sum();
+        live + self.pending_closed
+    }
+
+    /// Per-viewer figures for `/stats`, for the first [`MAX_VIEWERS_LISTED`].
+    pub fn json(&self, now: Instant) -> String {
+        let mut out = String::from("[");
+        let viewers = self.conns.iter().filter_map(|(_, c)| match &c.client.state {
+            State::Streaming(s) => Some((c, s)),
+            _ => None,
+        });
+        for (i, (c, s)) in viewers.take(MAX_VIEWERS_LISTED).enumerate() {
+            let unsent = tcp::unsent_bytes(&c.socket).unwrap_or(0);
+            let _ = write!(
+                out,
+                "{}{{\"addr\":\"{}\",\"age_s\":{:.1},\"fps\":{},\"frames\":{},\"skipped\":{},\
+                 \"pending_bytes\":{},\"kernel_unsent_bytes\":{},\"bytes_sent\":{}}}",
+                if i == 0 { "" } else { "," },
+                c.addr,
+                now.duration_since(c.client.accepted).as_secs_f64(),
+                s.fps,
+                s.frames,
+                s.skipped + c.client.pending_skips(self.seq),
+                c.client.queued_bytes(),
+                unsent,
+                c.client.bytes_sent,
+            );
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// Writes with `writev` until the output is sent (true) or the socket is
+/// full (false).
+fn write_out(conn: &mut Conn, now: Instant, stats: &mut Stats) -> io::Result<bool> {
+    while !conn.client.idle() {
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = conn.client.iovecs(&mut iov);
+        match conn.socket.write_vectored(&iov[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                conn.client.wrote(k, now);
+                stats.bytes_out += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.client.would_block();
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads what the client sent, until the socket is empty. Returns false at
+/// the end of the client's stream or an error. The request, while it is
+/// being read, is kept (up to [`http::MAX_REQUEST_BYTES`]); anything later
+/// is thrown away, at most [`DRAIN_PER_EVENT`] bytes a call.
+fn read_in(conn: &mut Conn) -> bool {
+    let mut chunk = [0; READ_CHUNK];
+    let mut drained = 0;
+    loop {
+        match conn.socket.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if let State::Request { buf } = &mut conn.client.state {
+                    let room = http::MAX_REQUEST_BYTES.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                    if buf.len() >= http::MAX_REQUEST_BYTES {
+                        return true;
+                    }
+                } else {
+                    drained += n;
+                    if drained >= DRAIN_PER_EVENT {
+                        return true;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+pub fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
