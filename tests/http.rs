@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{json_number, Server, Viewer, STEP};
+use common::{frames, json_number, produce, Server, Viewer, STEP};
 use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -144,4 +144,62 @@ fn answered_clients_that_have_not_closed_do_not_count_toward_max_clients() {
         .collect();
     assert_eq!(server.get_path("/stats").0, 200);
     drop(held);
+}
+
+#[test]
+fn the_wildcard_origin_has_no_credentials_and_preflights_are_answered() {
+    let any = Server::start(&["--allow-origin", "*", "--auth", "pilot:rc-car"]);
+    let head = any.get_path("/favicon.ico").1;
+    assert!(head.contains("\r\nAccess-Control-Allow-Origin: *\r\n"), "{head}");
+    assert!(!head.contains("Allow-Credentials"), "browsers refuse credentials with *: {head}");
+    let named =
+        Server::start(&["--allow-origin", "https://dash.example", "--auth", "pilot:rc-car"]);
+    let (status, head, _) = named.get(
+        "OPTIONS /stats HTTP/1.1\r\nOrigin: https://dash.example\r\n\
+         Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\n\r\n",
+    );
+    assert_eq!(status, 204, "{head}");
+    for line in [
+        "Access-Control-Allow-Origin: https://dash.example",
+        "Access-Control-Allow-Credentials: true",
+        "Access-Control-Allow-Methods: GET, HEAD",
+        "Access-Control-Allow-Headers: Authorization",
+    ] {
+        assert!(head.contains(&format!("\r\n{line}\r\n")), "{line} missing: {head}");
+    }
+    // The scheme's name is case-blind (RFC 9110), the credentials are not.
+    let lower = named.get("GET /stats HTTP/1.1\r\nAuthorization: basic cGlsb3Q6cmMtY2Fy\r\n\r\n");
+    assert_eq!(lower.0, 200);
+}
+
+#[test]
+#[ignore = "needs strace: run with --include-ignored, as .ci/run does"]
+fn a_request_does_not_walk_the_viewers_unless_it_asks_for_stats() {
+    common::require("strace");
+    let mut server = Server::start(&["--max-clients", "2000"]);
+    produce(&mut server, &frames(1), Duration::ZERO);
+    // Viewers, each idle with its frame sent.
+    let viewers: Vec<_> = (0..300).map(|_| Viewer::open(&server, "/video.mjpg")).collect();
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=ioctl", "-p", &server.child.id().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // strace says when it has attached, on its first line.
+    let mut err = std::io::BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("attached"), "{line}");
+    for _ in 0..50 {
+        assert_eq!(server.get_path("/favicon.ico").0, 204);
+    }
+    // SAFETY: SIGINT to the strace this test started: it detaches.
+    unsafe { libc::kill(strace.id() as libc::pid_t, libc::SIGINT) };
+    let mut traced = String::new();
+    std::io::Read::read_to_string(&mut err, &mut traced).unwrap();
+    strace.wait().unwrap();
+    let ioctls = traced.lines().filter(|l| l.contains("ioctl(")).count();
+    // Once 256 a request (a queue look per listed viewer), 12,800 here.
+    assert!(ioctls < 50, "{ioctls} ioctls for 50 favicon requests with 300 viewers");
+    drop(viewers);
 }

@@ -92,25 +92,12 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The namespaces, or None (with the reason on stderr) where they cannot be
-/// made outside CI. Under CI, as root, they must work.
-fn namespaces() -> Option<Namespaces> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: network namespaces need root (ip netns add, tc)");
-        return None;
-    }
-    if !common::have("ip") || !common::have("tc") {
-        return None;
-    }
-    match Namespaces::create() {
-        Ok(ns) => Some(ns),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: network namespaces are not available here: {e}");
-            None
-        }
-        Err(e) => panic!("network namespaces under CI as root: {e}"),
-    }
+/// The namespaces; they need root and iproute2, which .ci/run has.
+fn namespaces() -> Namespaces {
+    assert!(common::is_root(), "network namespaces need root (ip netns add, tc)");
+    common::require("ip");
+    common::require("tc");
+    Namespaces::create().unwrap_or_else(|e| panic!("network namespaces: {e}"))
 }
 
 /// The server inside its namespace, killed when dropped.
@@ -235,8 +222,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root for network namespaces: run with --include-ignored, as .ci/run does"]
 fn a_viewer_on_a_slow_link_gets_fresh_frames_not_a_growing_queue() {
-    let Some(ns) = namespaces() else { return };
+    let ns = namespaces();
     let mut server = Server(
         Command::new("ip")
             .args(["netns", "exec", &ns.server, env!("CARGO_BIN_EXE_raspivid_mjpeg_server")])

@@ -172,3 +172,53 @@ fn a_bad_flag_is_a_usage_error() {
     assert!(err.starts_with("error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_capped_viewer_gets_the_last_frame_before_a_pause_and_stays_connected() {
+    let mut server = Server::start(&["--client-timeout", "2"]);
+    let sent = frames(2);
+    let mut viewer = Viewer::open(&server, "/video.mjpg?fps=1");
+    produce(&mut server, &sent[..1], Duration::ZERO);
+    assert_eq!(viewer.next_frame(), sent[0]);
+    // The second frame comes within the viewer's second; then a pause
+    // longer than --client-timeout. The capped viewer declines the frame at
+    // first, and must get it when its second is up, not at the next frame.
+    produce(&mut server, &sent[1..], Duration::ZERO);
+    assert_eq!(viewer.next_frame(), sent[1]);
+    let stats = server.stats();
+    assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
+    // Well past the client timeout, the capped viewer is still served.
+    common::wait_until("three seconds of pause", || json_number(&server.stats(), "uptime_s") > 3.5);
+    let stats = server.stats();
+    assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
+    assert_eq!(json_number(&stats, "clients"), 2.0, "{stats}");
+}
+
+#[test]
+fn fps_caps_give_their_rate_from_a_faster_source() {
+    let mut server = Server::start(&[]);
+    let sent = frames(30);
+    let cycle: Vec<Vec<u8>> = sent.iter().cycle().take(90).cloned().collect();
+    let counters: Vec<_> = [20u32, 10]
+        .into_iter()
+        .map(|cap| {
+            let mut viewer = Viewer::open(&server, &format!("/video.mjpg?fps={cap}"));
+            thread::spawn(move || {
+                let mut got = 0usize;
+                while viewer.try_next_frame().is_some() {
+                    got += 1;
+                }
+                (cap, got)
+            })
+        })
+        .collect();
+    // Three seconds at 30 fps.
+    produce(&mut server, &cycle, Duration::from_micros(33_333));
+    assert!(server.wait().success());
+    for counter in counters {
+        let (cap, got) = counter.join().unwrap();
+        let want = 3 * cap as usize;
+        // ±5 % of the rate, and the frame each viewer starts with.
+        assert!(got.abs_diff(want) <= want / 20 + 1, "?fps={cap} of 30 fps: {got} frames in 3 s");
+    }
+}

@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub stderr: Arc<Mutex<String>>,
+    /// Reads stderr until the server (and whatever holds its stderr) ends.
+    log_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -46,7 +48,7 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::clone(&stderr);
-        thread::spawn(move || {
+        let log_reader = thread::spawn(move || {
             for line in lines.by_ref().map_while(Result::ok) {
                 if let Some(port) =
                     line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next())
@@ -59,7 +61,7 @@ impl Server {
         let port = rx
             .recv_timeout(STEP)
             .unwrap_or_else(|_| panic!("no start-up line: {}", stderr.lock().unwrap()));
-        Server { child, port, stderr }
+        Server { child, port, stderr, log_reader: Some(log_reader) }
     }
 
     pub fn stdin(&mut self) -> &mut ChildStdin {
@@ -97,14 +99,21 @@ impl Server {
         self.get(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
     }
 
-    /// Waits for the server to exit by itself.
+    /// Closes stdin and waits for the server to exit by itself.
     pub fn wait(&mut self) -> ExitStatus {
         drop(self.child.stdin.take());
+        self.wait_keeping_stdin()
+    }
+
+    /// Waits for the server to exit by itself, its stdin left open.
+    pub fn wait_keeping_stdin(&mut self) -> ExitStatus {
         let deadline = Instant::now() + STEP;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the stderr thread take the last lines.
-                thread::sleep(Duration::from_millis(100));
+                // Its stderr is closed now: the reader has the last lines.
+                if let Some(reader) = self.log_reader.take() {
+                    reader.join().unwrap();
+                }
                 return status;
             }
             assert!(Instant::now() < deadline, "the server did not exit");
@@ -127,6 +136,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` until it holds, failing the test after [`STEP`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -176,7 +194,12 @@ pub struct Viewer {
 
 impl Viewer {
     pub fn open(server: &Server, path: &str) -> Viewer {
-        let mut s = server.connect();
+        Viewer::connect(server.port, path)
+    }
+
+    pub fn connect(port: u16, path: &str) -> Viewer {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n").unwrap();
         let mut reader = BufReader::new(s);
         let mut head = String::new();
@@ -222,17 +245,21 @@ impl Viewer {
     }
 }
 
-/// True if `program` can be run; in CI a missing program fails the test,
-/// elsewhere the test says why it is skipped.
-pub fn have(program: &str) -> bool {
+/// Fails the test unless `program` can be run. Tests that need a program
+/// are `#[ignore]`d with the reason, so a plain `cargo test` lists them as
+/// ignored; `--include-ignored` (as .ci/run runs them) makes them run, and a
+/// missing program is then a failure, never a silent pass.
+pub fn require(program: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{program} is missing; .ci/run installs it");
-        eprintln!("skipped: {program} is not installed");
-    }
-    found
+    assert!(found, "{program} is missing; .ci/run installs it");
+}
+
+/// True when the test runs as root (network namespaces, limits).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
