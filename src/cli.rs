@@ -85,6 +85,27 @@ pub struct Args {
     #[argh(option)]
     pub allow_origin: Option<String>,
 
+    /// run this shell command as the camera and stream its stdout, restarting it when it exits
+    /// or stalls (e.g. 'rpicam-vid -t 0 -n --codec mjpeg --flush -o -')
+    #[argh(option)]
+    pub exec: Option<String>,
+
+    /// seconds without a frame before the camera counts as stalled and is restarted (default 5)
+    #[argh(option, default = "5")]
+    pub source_timeout: u64,
+
+    /// seconds the camera has to exit after SIGTERM before SIGKILL (default 3)
+    #[argh(option, default = "3")]
+    pub kill_timeout: u64,
+
+    /// with --exec: run the camera only while someone watches
+    #[argh(switch)]
+    pub on_demand: bool,
+
+    /// with --on-demand: seconds the camera keeps running after the last viewer leaves (default 10)
+    #[argh(option, default = "10")]
+    pub linger: u64,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -122,6 +143,8 @@ pub enum Source {
         delay: Duration,
     },
     Pattern,
+    /// A camera process the server runs, restarts and stops.
+    Exec(String),
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +159,10 @@ pub struct Config {
     pub request_timeout: Duration,
     pub client_timeout: Duration,
     pub max_queued_bytes: u32,
+    pub source_timeout: Duration,
+    pub kill_timeout: Duration,
+    /// `--on-demand`: how long the camera runs on after the last viewer.
+    pub linger: Option<Duration>,
     /// The base64 `USER:PASS` of the `Authorization: Basic` header a client
     /// must send, if any.
     pub credentials: Option<String>,
@@ -159,6 +186,9 @@ impl Args {
             ("--stats", self.stats.unwrap_or(1)),
             ("--request-timeout", self.request_timeout),
             ("--client-timeout", self.client_timeout),
+            ("--source-timeout", self.source_timeout),
+            ("--kill-timeout", self.kill_timeout),
+            ("--linger", self.linger),
         ] {
             if secs == 0 || secs > MAX_SECS {
                 return Err(format!("{flag} {secs} is out of range (1 to {MAX_SECS} seconds)"));
@@ -167,11 +197,17 @@ impl Args {
         if self.delay > MAX_SECS * 1_000_000 {
             return Err(format!("-d/--delay {} is out of range (at most a day)", self.delay));
         }
-        let chosen = [self.input.is_some(), self.file.is_some(), self.pattern];
+        let chosen = [self.input.is_some(), self.file.is_some(), self.pattern, self.exec.is_some()];
         if chosen.iter().filter(|&&c| c).count() > 1 {
-            return Err("choose one of --input, --file and --pattern".into());
+            return Err("choose one of --input, --file, --pattern and --exec".into());
+        }
+        if self.on_demand && self.exec.is_none() {
+            return Err(
+                "--on-demand needs --exec: only a camera the server runs can be stopped".into()
+            );
         }
         let source = match (self.input, self.file) {
+            _ if self.exec.is_some() => Source::Exec(self.exec.unwrap_or_default()),
             (Some(path), _) => Source::Path(path),
             (_, Some(list)) => {
                 Source::List { list, delay: Duration::from_micros(self.delay.max(1)) }
@@ -204,6 +240,9 @@ impl Args {
             request_timeout: Duration::from_secs(self.request_timeout),
             client_timeout: Duration::from_secs(self.client_timeout),
             max_queued_bytes: self.max_queued_bytes.max(1),
+            source_timeout: Duration::from_secs(self.source_timeout),
+            kill_timeout: Duration::from_secs(self.kill_timeout),
+            linger: self.on_demand.then(|| Duration::from_secs(self.linger)),
             credentials,
             allow_origin: self.allow_origin,
         })
@@ -280,12 +319,26 @@ mod tests {
         assert!(parse(&["s", "--fps", "0"]).unwrap_err().contains("--fps"));
         assert!(parse(&["s", "--auth", "nocolon"]).unwrap_err().contains("USER:PASS"));
         assert!(parse(&["s", "--pattern", "--input", "x"]).unwrap_err().contains("one of"));
+        assert!(parse(&["s", "--exec", "cam", "--input", "x"]).unwrap_err().contains("one of"));
+        assert!(parse(&["s", "--on-demand"]).unwrap_err().contains("needs --exec"));
         // Once an overflow of the clock: every interval has a ceiling.
         let huge = "18446744073709551615";
         assert!(parse(&["s", "--stats", huge]).unwrap_err().contains("--stats"));
         assert!(parse(&["s", "--client-timeout", huge]).unwrap_err().contains("--client-timeout"));
         assert!(parse(&["s", "--request-timeout", "0"]).unwrap_err().contains("out of range"));
         assert!(parse(&["s", "-d", huge]).unwrap_err().contains("--delay"));
+    }
+
+    #[test]
+    fn exec_and_its_timings() {
+        let c = parse(&["s", "--exec", "rpicam-vid -o -", "--on-demand", "--linger", "4"]).unwrap();
+        assert_eq!(c.source, Source::Exec("rpicam-vid -o -".into()));
+        assert_eq!(c.linger, Some(Duration::from_secs(4)));
+        assert_eq!(
+            (c.source_timeout, c.kill_timeout),
+            (Duration::from_secs(5), Duration::from_secs(3))
+        );
+        assert_eq!(parse(&["s", "--exec", "cam"]).unwrap().linger, None);
     }
 
     #[test]

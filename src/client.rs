@@ -47,6 +47,8 @@ pub enum State {
     Replying,
     /// Sending frames.
     Streaming(Stream),
+    /// A snapshot waiting for the camera's first frame, until `until`.
+    Awaiting { until: Instant, head_only: bool },
     /// The reply is sent and our side shut down; waiting for the client to
     /// close, so that closing first does not reset the connection under a
     /// reply it has not read yet.
@@ -284,7 +286,7 @@ impl Client {
         }
         self.out = Output::default();
         match &mut self.state {
-            State::Request { .. } | State::Closing { .. } => Next::Read,
+            State::Request { .. } | State::Closing { .. } | State::Awaiting { .. } => Next::Read,
             State::Replying => {
                 self.state = State::Closing { since: now };
                 Next::Shutdown
@@ -319,7 +321,7 @@ impl Client {
                     rate.took(now);
                 }
                 self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
-                self.timed = true;
+                self.timed = frame.live();
                 // A frame to send counts as progress: the client-timeout
                 // measures how long a client sits on unsent data.
                 self.last_progress = now;
@@ -353,6 +355,8 @@ impl Client {
             State::Request { .. } => now.duration_since(self.accepted) >= request,
             State::Closing { since } => now.duration_since(*since) >= linger,
             State::Replying => stuck,
+            // Its own deadline answers it.
+            State::Awaiting { .. } => false,
             State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
         }
     }

@@ -15,6 +15,9 @@ pub struct Frame {
     pub seq: u64,
     /// When the `read` that completed this frame returned.
     pub read_at: Instant,
+    /// For a notice made while the source had no frames, its
+    /// `X-Source-State` (`starting`, `offline`); None for the source's own.
+    pub notice: Option<&'static str>,
     /// The part's header block with `Content-Length` ([`Framing::Length`]).
     head: Vec<u8>,
     pub jpeg: Vec<u8>,
@@ -35,19 +38,53 @@ impl Frame {
     /// `extra` is header lines every part carries (CORS, for browsers that
     /// check each part of a cross-origin stream).
     pub fn new(seq: u64, jpeg: Vec<u8>, read_at: Instant, unix_micros: u64, extra: &str) -> Frame {
+        Frame::made(seq, jpeg, read_at, unix_micros, extra, None)
+    }
+
+    /// A notice made while the source has no frames: its part header says
+    /// `X-Source-State: state` (where the framing puts headers before the
+    /// JPEG), and it is never a latency sample.
+    pub fn notice(
+        seq: u64,
+        jpeg: Vec<u8>,
+        unix_micros: u64,
+        extra: &str,
+        state: &'static str,
+    ) -> Frame {
+        Frame::made(seq, jpeg, Instant::now(), unix_micros, extra, Some(state))
+    }
+
+    fn made(
+        seq: u64,
+        jpeg: Vec<u8>,
+        read_at: Instant,
+        unix_micros: u64,
+        extra: &str,
+        state: Option<&'static str>,
+    ) -> Frame {
         let mut head = String::with_capacity(128);
-        push_part_headers(&mut head, Some(jpeg.len()), unix_micros, extra);
+        let head_extra = match state {
+            Some(state) => format!("{extra}X-Source-State: {state}\r\n"),
+            None => extra.to_string(),
+        };
+        push_part_headers(&mut head, Some(jpeg.len()), unix_micros, &head_extra);
         let mut tail = format!("\r\n--{BOUNDARY}\r\n");
         let delimiter_len = tail.len();
         push_part_headers(&mut tail, None, unix_micros, extra);
         Frame {
             seq,
             read_at,
+            notice: state,
             head: head.into_bytes(),
             jpeg,
             tail: tail.into_bytes(),
             delimiter_len,
         }
+    }
+
+    /// The source's own frame: a latency sample and a fresh snapshot.
+    pub fn live(&self) -> bool {
+        self.notice.is_none()
     }
 
     /// The pieces a client with `framing` sends, in order.

@@ -32,6 +32,9 @@ pub enum AtEnd {
     Exit,
     /// A producer thread stopped, which it only does on an error.
     Failed,
+    /// The camera process closed its output: it is ending, and will be
+    /// restarted.
+    Restart,
 }
 
 /// What an input is called in messages.
@@ -88,6 +91,7 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
                 label("the test pattern", what),
             ))
         }
+        Source::Exec(_) => Err(io::Error::other("a camera command is run by the input driver")),
     }
 }
 

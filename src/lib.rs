@@ -7,17 +7,20 @@ do no I/O; [`server`] moves bytes between them and the sockets.
 */
 #[macro_use]
 pub mod log;
+pub mod camera;
 pub mod cli;
 pub mod client;
 pub mod deadlines;
 pub mod frame;
 pub mod http;
 pub mod input;
+pub mod offline;
 pub mod pattern;
 pub mod router;
 pub mod server;
 pub mod source;
 pub mod splitter;
 pub mod stats;
+pub mod supervisor;
 pub mod tcp;
 pub mod viewers;

@@ -1,6 +1,7 @@
 use argh::FromArgs;
 use raspivid_mjpeg_server::cli::{self, Args};
 use raspivid_mjpeg_server::source::InputDriver;
+use raspivid_mjpeg_server::supervisor::Timing;
 use raspivid_mjpeg_server::{input, log, server};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -60,11 +61,31 @@ fn run_main() -> ExitCode {
 
 fn run(config: cli::Config) -> std::io::Result<()> {
     let (listener, addr) = server::listen(&config)?;
-    let (input, what) = input::open(&config.source, config.fps)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the input: {e}")))?;
-    let driver = InputDriver::new(input, what.name, config.max_frame_bytes, Instant::now());
+    let now = Instant::now();
+    let (driver, description) = match &config.source {
+        cli::Source::Exec(command) => {
+            let timing = Timing {
+                source_timeout: config.source_timeout,
+                kill_timeout: config.kill_timeout,
+                linger: config.linger,
+            };
+            let driver = InputDriver::exec(command.clone(), timing, config.max_frame_bytes, now);
+            let when = if config.linger.is_some() { ", started when watched" } else { "" };
+            (driver, format!("the camera `{command}`{when}"))
+        }
+        source => {
+            let (input, what) = input::open(source, config.fps).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot open the input: {e}"))
+            })?;
+            let driver = InputDriver::new(input, what.name, config.max_frame_bytes, now);
+            let fifo = matches!(source, cli::Source::Path(p) if std::fs::metadata(p)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())));
+            let driver = if fifo { driver.with_notices(config.source_timeout) } else { driver };
+            (driver, what.description)
+        }
+    };
     let mut server = server::Server::new(config, listener, driver)?;
-    log!("streaming {} on http://{addr}/video.mjpg", what.description);
+    log!("streaming {description} on http://{addr}/video.mjpg");
     let result = server.run();
     log!("{}", server.report());
     result

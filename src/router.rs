@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     /// Header lines every response carries ([`cors_headers`]).
     pub extra: &'a str,
     pub latest: Option<&'a Rc<Frame>>,
+    /// The camera is starting: a snapshot waits for its first frame.
+    pub starting: bool,
     /// The wall-clock time, for the stream's first part headers.
     pub unix_micros: u64,
 }
@@ -30,6 +32,9 @@ pub enum Reply {
     Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>> },
     /// `/stats`: the caller builds the document and sends it with [`page`].
     Stats { head_only: bool },
+    /// A snapshot to answer with the camera's first frame, or with
+    /// [`snapshot`] of what there is once [`SNAPSHOT_WAIT`] has passed.
+    Await { head_only: bool },
 }
 
 impl Reply {
@@ -67,13 +72,8 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
             framing: request.framing,
             max_fps: request.max_fps,
         },
-        Route::Snapshot => match ctx.latest {
-            Some(frame) => Reply::Whole {
-                head: http::response_head("200 OK", "image/jpeg", frame.jpeg.len(), extra),
-                jpeg: (!head_only).then(|| Rc::clone(frame)),
-            },
-            None => Reply::bytes(http::error_response(Status::Unavailable, extra, head_only)),
-        },
+        Route::Snapshot if ctx.starting => Reply::Await { head_only },
+        Route::Snapshot => snapshot(ctx.latest, extra, head_only),
         Route::Index => {
             Reply::bytes(page(INDEX_HTML, "text/html; charset=utf-8", extra, head_only))
         }
@@ -81,6 +81,28 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
             Reply::bytes(http::response_head("204 No Content", "image/x-icon", 0, extra))
         }
         Route::Stats => Reply::Stats { head_only },
+    }
+}
+
+/// How long a snapshot waits for a starting camera's first frame before it
+/// is given the placeholder: a camera takes a second or two to start.
+pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The snapshot of `latest`: a notice made while the source has no frames
+/// says so in `X-Source-State`; before any frame, `503`.
+pub fn snapshot(latest: Option<&Rc<Frame>>, extra: &str, head_only: bool) -> Reply {
+    let Some(frame) = latest else {
+        return Reply::bytes(http::error_response(Status::Unavailable, extra, head_only));
+    };
+    let state = frame.notice.map(|s| format!("X-Source-State: {s}\r\n")).unwrap_or_default();
+    Reply::Whole {
+        head: http::response_head(
+            "200 OK",
+            "image/jpeg",
+            frame.jpeg.len(),
+            &format!("{extra}{state}"),
+        ),
+        jpeg: (!head_only).then(|| Rc::clone(frame)),
     }
 }
 
@@ -138,7 +160,7 @@ mod tests {
     }
 
     fn ctx<'a>(latest: Option<&'a Rc<Frame>>) -> Ctx<'a> {
-        Ctx { credentials: None, extra: "", latest, unix_micros: 0 }
+        Ctx { credentials: None, extra: "", latest, starting: false, unix_micros: 0 }
     }
 
     fn whole(reply: Reply) -> (String, Option<Rc<Frame>>) {
@@ -176,6 +198,22 @@ mod tests {
         assert!(Rc::ptr_eq(&jpeg.unwrap(), &f));
         let (_, jpeg) = whole(ask("HEAD /snapshot HTTP/1.1\r\n\r\n", &ctx(Some(&f))));
         assert!(jpeg.is_none());
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_a_starting_camera_and_says_when_it_is_a_notice() {
+        let mut c = ctx(None);
+        c.starting = true;
+        assert!(matches!(
+            ask("GET /snapshot.jpg HTTP/1.1\r\n\r\n", &c),
+            Reply::Await { head_only: false }
+        ));
+        let notice = Rc::new(Frame::notice(2, vec![0xFF, 0xD8, 0xFF, 0xD9], 0, "", "offline"));
+        let (head, jpeg) = whole(snapshot(Some(&notice), "", false));
+        assert!(head.contains("\r\nX-Source-State: offline\r\n"), "{head}");
+        assert!(jpeg.is_some());
+        let (head, _) = whole(snapshot(Some(&frame()), "", false));
+        assert!(!head.contains("X-Source-State"), "{head}");
     }
 
     #[test]

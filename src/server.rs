@@ -14,21 +14,44 @@ the work; this file only moves events between them:
 use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Status};
+use crate::offline::{self, Renderer};
 use crate::router;
 use crate::source::{self, InputDriver};
 use crate::stats::{self, Stats};
-use crate::viewers::{Asked, Policy, Viewers};
+use crate::supervisor::Notice;
+use crate::viewers::{Asked, Env, Policy, Viewers};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The viewer set's [`Env`] from the server's fields, borrowed apart from
+/// `viewers` and `input`.
+macro_rules! env {
+    ($server:ident) => {
+        &mut Env {
+            stats: &mut $server.stats,
+            deadlines: &mut $server.deadlines,
+            registry: $server.poll.registry(),
+        }
+    };
+}
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const INPUT: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The camera process's stderr.
+const CAMERA_ERRORS: Token = Token(usize::MAX - 4);
+/// A notice picture is ready.
+const RENDERED: Token = Token(usize::MAX - 5);
+
+/// While the source has no frames, viewers get a fresh notice this often:
+/// its clock moves, and clients with read timeouts keep their connection.
+const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
 /// Events taken per wake-up; more simply wait for the next `poll`.
 const EVENTS: usize = 1024;
@@ -68,6 +91,10 @@ pub struct Server {
     /// The input ended or a signal came: no new clients, and the loop ends
     /// once viewers have their frame or [`Timer::Drain`] comes.
     draining: bool,
+    /// Makes the notices of a source that can go quiet (a camera, a FIFO).
+    renderer: Option<Renderer>,
+    /// Viewers are being shown a notice instead of frames.
+    noticing: bool,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -128,19 +155,25 @@ impl Server {
         let mut server = Server {
             poll: Poll::new()?,
             listener,
-            signals: Signals::new([SIGINT, SIGTERM, SIGHUP])?,
             input,
             viewers: Viewers::new(policy),
             stats: Stats::new(now),
             deadlines: Deadlines::default(),
             accept_paused: false,
             draining: false,
+            renderer: None,
+            noticing: false,
+            signals: Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?,
             config,
         };
         let registry = server.poll.registry();
         registry.register(&mut server.listener, LISTENER, Interest::READABLE)?;
         registry.register(&mut server.signals, SIGNALS, Interest::READABLE)?;
         server.input.register(registry, INPUT)?;
+        if server.input.notice_due().is_some() || server.input.describe(now).kind == "exec" {
+            let waker = Arc::new(Waker::new(registry, RENDERED)?);
+            server.renderer = Some(Renderer::spawn(waker)?);
+        }
         server.deadlines.set(Timer::Tick, Some(now + TICK));
         server.deadlines.set(Timer::Stats, server.config.stats_every.map(|every| now + every));
         Ok(server)
@@ -174,6 +207,8 @@ impl Server {
                             return Ok(());
                         }
                     }
+                    CAMERA_ERRORS => self.input.stderr_ready(),
+                    RENDERED => self.take_notice(now),
                     Token(key) => self.client_ready(key, event.is_readable(), now),
                 }
             }
@@ -186,9 +221,11 @@ impl Server {
         if self.deadlines.take_due(Timer::Input, now) {
             self.read_input(now)?;
         }
-        let registry = self.poll.registry();
+        self.input.want(self.viewers.watching() > 0, now);
+        self.input.supervise(now, self.poll.registry(), INPUT, CAMERA_ERRORS);
+        self.show_notices(now);
         while let Some((key, at)) = self.deadlines.pop_retry(now) {
-            self.viewers.retry(key, at, now, &mut self.stats, &mut self.deadlines, registry);
+            self.viewers.retry(key, at, now, env!(self));
         }
         // A client left: a descriptor is free for those in the backlog.
         let freed = self.viewers.take_freed() && self.accept_paused;
@@ -199,7 +236,7 @@ impl Server {
         if self.deadlines.take_due(Timer::Tick, now) {
             self.deadlines.set(Timer::Tick, Some(now + TICK));
             self.stats.tick(now, self.input.counters().frames);
-            self.viewers.tick(now, &mut self.stats, self.poll.registry());
+            self.viewers.tick(now, env!(self));
         }
         if self.deadlines.take_due(Timer::Stats, now) {
             let every = self.config.stats_every.unwrap_or(TICK);
@@ -208,6 +245,47 @@ impl Server {
             crate::log!("{}", self.stats.line(self.viewers.len()));
         }
         Ok(())
+    }
+
+    /// Asks for a notice picture when viewers should see one: as soon as
+    /// the source's state changes, then every [`NOTICE_EVERY`].
+    fn show_notices(&mut self, now: Instant) {
+        let Some(renderer) = &mut self.renderer else { return };
+        let changed = self.input.take_changed();
+        if !changed && !self.deadlines.take_due(Timer::Offline, now) {
+            return;
+        }
+        let Some(notice) = self.input.notice(now) else {
+            self.noticing = false;
+            // Frames flow: look again when a notice would be due.
+            self.deadlines.set(Timer::Offline, self.input.notice_due());
+            return;
+        };
+        let (kind, title, mut lines) = match notice {
+            Notice::Starting => (offline::Kind::Starting, "starting camera…", vec![]),
+            Notice::Offline(reason) => (offline::Kind::Offline, "NO SIGNAL", vec![reason]),
+        };
+        lines.push(clock());
+        let size = self.viewers.last_live().and_then(|f| offline::jpeg_size(&f.jpeg));
+        let request = offline::Request {
+            kind,
+            size: size.unwrap_or(offline::DEFAULT_SIZE),
+            title: title.into(),
+            lines,
+        };
+        renderer.request(request);
+        self.noticing = true;
+        self.deadlines.set(Timer::Offline, Some(now + NOTICE_EVERY));
+    }
+
+    /// A notice picture is ready: viewers get it, unless frames came back.
+    fn take_notice(&mut self, now: Instant) {
+        let Some(renderer) = &mut self.renderer else { return };
+        while let Some((kind, jpeg)) = renderer.take() {
+            if self.noticing && self.input.notice(now).is_some() {
+                self.viewers.publish_notice(jpeg, kind.state(), env!(self));
+            }
+        }
     }
 
     /// Brings in the figures the parts keep, before any are shown.
@@ -273,9 +351,8 @@ impl Server {
     }
 
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
-        let registry = self.poll.registry();
-        let asked =
-            self.viewers.ready(key, readable, now, &mut self.stats, &mut self.deadlines, registry);
+        let starting = self.input.starting();
+        let asked = self.viewers.ready(key, readable, now, starting, env!(self));
         if let Some(Asked::Stats { head_only }) = asked {
             // Only now, for /stats, walk the viewers.
             self.stats.refresh(self.input.bytes_in, self.viewers.skipped_pending());
@@ -284,19 +361,20 @@ impl Server {
                 self.input.counters(),
                 self.viewers.len(),
                 &self.viewers.json(now),
+                &self.input.describe(now),
             );
             let extra = self.viewers.extra_headers();
             let page = router::page(&json, "application/json", extra, head_only);
-            self.viewers.reply(key, page, now, &mut self.stats, &mut self.deadlines, registry);
+            self.viewers.reply(key, page, now, env!(self));
         }
     }
 
     /// Reads the input's turn, publishing each frame to the viewers.
     fn read_input(&mut self, now: Instant) -> io::Result<()> {
         let registry = self.poll.registry();
-        let (viewers, stats, deadlines) = (&mut self.viewers, &mut self.stats, &mut self.deadlines);
+        let (viewers, env) = (&mut self.viewers, env!(self));
         let status = self.input.read(now, registry, &mut |jpeg, read_at| {
-            viewers.publish(jpeg, read_at, stats, deadlines, registry);
+            viewers.publish(jpeg, read_at, env);
         })?;
         if status == source::Status::Ended {
             self.drain(now);
@@ -307,7 +385,19 @@ impl Server {
     /// Takes the pending signals: the first starts draining, like the end
     /// of the input; a second ends the loop at once (returns true).
     fn signalled(&mut self, now: Instant) -> bool {
-        for signal in self.signals.pending() {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            if signal == SIGCHLD {
+                let registry = self.poll.registry();
+                let (viewers, env) = (&mut self.viewers, env!(self));
+                let reaped = self.input.reap(now, registry, &mut |jpeg, read_at| {
+                    viewers.publish(jpeg, read_at, env);
+                });
+                if let Err(e) = reaped {
+                    crate::log!("warning: {e}");
+                }
+                continue;
+            }
             if self.draining {
                 return true;
             }
@@ -333,6 +423,12 @@ impl Server {
             self.deadlines.set(Timer::Drain, Some(now + DRAIN));
         }
     }
+}
+
+/// The wall-clock time of day, UTC, for notices.
+fn clock() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 fn out_of_resources(e: &io::Error) -> bool {

@@ -2,15 +2,19 @@
 The input driver: owns the input and the splitter, and turns readiness or
 its own deadline into frames for the loop.
 
-A polled input (a pipe, a FIFO, a producer thread's pipe) is read until it
-would block, at most [`INPUT_READS`] reads a turn; a regular file is read on
-a timer, one frame per interval. Each frame goes to the `publish` callback
-the moment its EOI is read. The driver says when the input ended (stdin's
-end ends the server) or failed, and when it next needs a turn.
+A polled input (a pipe, a FIFO, a producer thread's pipe, the camera
+process's stdout) is read until it would block, at most [`INPUT_READS`]
+reads a turn; a regular file is read on a timer, one frame per interval.
+Each frame goes to the `publish` callback the moment its EOI is read. The
+driver says when the input ended (stdin's end ends the server) or failed,
+when it next needs a turn, and what viewers should see while it has no
+frames. With `--exec` it runs the camera, as its [`Supervisor`] says.
 */
 
+use crate::camera::{self, Process};
 use crate::input::{self, AtEnd, Input};
 use crate::splitter::{Counters, Splitter};
+use crate::supervisor::{Action, Notice, Supervisor, Timing};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use std::fs::File;
@@ -31,6 +35,35 @@ const INPUT_READS: usize = 8;
 /// hold the loop.
 const PACED_READS: usize = 64;
 
+/// A source that may go quiet shows viewers a notice after this long
+/// without a frame (or sooner, with a shorter `--source-timeout`): clients
+/// with read timeouts must get bytes, and a person wants to know.
+const OFFLINE_AFTER: Duration = Duration::from_secs(2);
+
+/// The camera process and what decides its life.
+struct Exec {
+    command: String,
+    process: Option<Process>,
+    supervisor: Supervisor,
+    kill_timeout: Duration,
+}
+
+/// Where the bytes come from.
+enum Feed {
+    Input(Input),
+    Exec(Box<Exec>),
+}
+
+/// The source for `/stats`.
+pub struct Described<'a> {
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub reason: Option<&'a str>,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub last_frame: Option<Instant>,
+}
+
 /// What the input did in one turn.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Status {
@@ -40,7 +73,7 @@ pub enum Status {
 }
 
 pub struct InputDriver {
-    input: Input,
+    feed: Feed,
     /// What the input is, for messages ("stdin", a path).
     what: String,
     splitter: Splitter,
@@ -57,12 +90,54 @@ pub struct InputDriver {
     warned_oversize: bool,
     max_frame_bytes: usize,
     pub bytes_in: u64,
+    last_frame: Option<Instant>,
+    /// Show viewers a notice once frames stop: a FIFO or a camera, not
+    /// stdin, whose contract is the pipe's.
+    notices: bool,
+    offline_after: Duration,
+    /// The source's state changed since [`InputDriver::take_changed`].
+    changed: bool,
 }
 
 impl InputDriver {
     pub fn new(input: Input, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
+        InputDriver::with_feed(Feed::Input(input), what, max_frame_bytes, now)
+    }
+
+    /// A driver that runs `command` as the camera.
+    pub fn exec(
+        command: String,
+        timing: Timing,
+        max_frame_bytes: usize,
+        now: Instant,
+    ) -> InputDriver {
+        let exec = Exec {
+            command,
+            process: None,
+            supervisor: Supervisor::new(timing, now),
+            kill_timeout: timing.kill_timeout,
+        };
+        let mut driver = InputDriver::with_feed(
+            Feed::Exec(Box::new(exec)),
+            "the camera".into(),
+            max_frame_bytes,
+            now,
+        );
+        driver.offline_after = OFFLINE_AFTER.min(timing.source_timeout);
+        driver
+    }
+
+    /// Shows viewers a notice when frames stop (a FIFO).
+    pub fn with_notices(mut self, source_timeout: Duration) -> InputDriver {
+        self.notices = true;
+        self.offline_after = OFFLINE_AFTER.min(source_timeout);
+        self
+    }
+
+    fn with_feed(feed: Feed, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
         InputDriver {
-            input,
+            notices: matches!(feed, Feed::Exec(_)),
+            feed,
             what,
             splitter: Splitter::new(max_frame_bytes),
             buf: vec![0; READ_BUF],
@@ -75,6 +150,9 @@ impl InputDriver {
             warned_oversize: false,
             max_frame_bytes,
             bytes_in: 0,
+            last_frame: None,
+            offline_after: OFFLINE_AFTER,
+            changed: true,
         }
     }
 
@@ -86,7 +164,7 @@ impl InputDriver {
     /// which systemd gives a service as stdin, directories, some devices):
     /// the error then says which, and what to give instead.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let Input::Polled { file, .. } = &self.input else { return Ok(()) };
+        let Feed::Input(Input::Polled { file, .. }) = &self.feed else { return Ok(()) };
         registry.register(&mut SourceFd(&file.as_raw_fd()), token, Interest::READABLE).map_err(
             |e| {
                 let why = match e.raw_os_error() {
@@ -107,8 +185,18 @@ impl InputDriver {
 
     /// Stops reading: the input is left as it is, and no more frames come.
     pub fn stop(&mut self, registry: &Registry) {
-        if let Input::Polled { file, .. } = &self.input {
-            let _ = registry.deregister(&mut SourceFd(&file.as_raw_fd()));
+        match &mut self.feed {
+            Feed::Input(Input::Polled { file, .. }) => {
+                let _ = registry.deregister(&mut SourceFd(&file.as_raw_fd()));
+            }
+            Feed::Input(Input::Paced { .. }) => {}
+            // Asked now; the process is reaped when the driver is dropped.
+            Feed::Exec(exec) => {
+                if let Some(process) = &mut exec.process {
+                    close_pipes(process, registry);
+                    process.signal(libc::SIGTERM);
+                }
+            }
         }
         self.ended = true;
         self.pending = false;
@@ -121,10 +209,12 @@ impl InputDriver {
             None
         } else if self.pending {
             Some(now)
-        } else if matches!(self.input, Input::Paced { .. }) {
-            Some(self.next_paced)
         } else {
-            None
+            match &self.feed {
+                Feed::Input(Input::Paced { .. }) => Some(self.next_paced),
+                Feed::Input(Input::Polled { .. }) => None,
+                Feed::Exec(exec) => exec.supervisor.deadline(),
+            }
         }
     }
 
@@ -139,11 +229,24 @@ impl InputDriver {
         if self.ended {
             return Ok(Status::Ended);
         }
-        let status = match self.input {
-            Input::Polled { .. } => self.read_polled(publish)?,
-            Input::Paced { .. } if now >= self.next_paced => self.read_paced(now, publish)?,
-            Input::Paced { .. } => Status::Open,
+        let frames = self.splitter.counters.frames;
+        let status = match self.feed {
+            Feed::Input(Input::Paced { .. }) if now >= self.next_paced => {
+                self.read_paced(now, publish)?
+            }
+            Feed::Input(Input::Paced { .. }) => Status::Open,
+            _ => self.read_polled(registry, publish)?,
         };
+        if self.splitter.counters.frames > frames {
+            let at = Instant::now();
+            if self.last_frame.is_none_or(|t| at >= t + self.offline_after) {
+                self.changed = true;
+            }
+            self.last_frame = Some(at);
+            if let Feed::Exec(exec) = &mut self.feed {
+                exec.supervisor.frame(at);
+            }
+        }
         if self.splitter.counters.oversize_frames > 0 && !self.warned_oversize {
             self.warned_oversize = true;
             crate::log!(
@@ -162,14 +265,35 @@ impl InputDriver {
     }
 
     /// Reads until the input would block, or [`INPUT_READS`] times.
-    fn read_polled(&mut self, publish: &mut dyn FnMut(Vec<u8>, Instant)) -> io::Result<Status> {
+    fn read_polled(
+        &mut self,
+        registry: &Registry,
+        publish: &mut dyn FnMut(Vec<u8>, Instant),
+    ) -> io::Result<Status> {
         self.pending = false;
         for _ in 0..INPUT_READS {
-            let Input::Polled { file, end } = &mut self.input else { unreachable!() };
-            let end = *end;
+            let (file, end) = match &mut self.feed {
+                Feed::Input(Input::Polled { file, end }) => (file, *end),
+                feed => match process(feed).and_then(|p| p.stdout.as_mut()) {
+                    Some(stdout) => (stdout, AtEnd::Restart),
+                    None => return Ok(Status::Open),
+                },
+            };
             match input::read_some(file, &mut self.buf) {
                 Ok(0) if end == AtEnd::Failed => {
                     return Err(io::Error::other(format!("{} stopped", self.what)));
+                }
+                Ok(0) if end == AtEnd::Restart => {
+                    // The camera closed its output; its exit follows.
+                    if let Some(p) = process(&mut self.feed) {
+                        if let Some(stdout) = p.stdout.take() {
+                            let _ = registry.deregister(&mut SourceFd(&stdout.as_raw_fd()));
+                        }
+                    }
+                    if self.splitter.finish() {
+                        crate::log!("warning: the camera's output ended in the middle of a frame");
+                    }
+                    return Ok(Status::Open);
                 }
                 Ok(0) => return Ok(Status::Ended),
                 Ok(n) => {
@@ -193,12 +317,14 @@ impl InputDriver {
         now: Instant,
         publish: &mut dyn FnMut(Vec<u8>, Instant),
     ) -> io::Result<Status> {
-        let Input::Paced { interval, .. } = self.input else { unreachable!() };
+        let Feed::Input(Input::Paced { interval, .. }) = self.feed else { unreachable!() };
         self.next_paced = (self.next_paced + interval).max(now);
         let frames = self.splitter.counters.frames;
         for _ in 0..PACED_READS {
             if self.paced_at == self.paced_len {
-                let Input::Paced { file, looped, .. } = &mut self.input else { unreachable!() };
+                let Feed::Input(Input::Paced { file, looped, .. }) = &mut self.feed else {
+                    unreachable!()
+                };
                 let n = input::read_some(file, &mut self.buf)
                     .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", self.what)))?;
                 if n > 0 {
@@ -227,6 +353,188 @@ impl InputDriver {
             }
         }
         Ok(Status::Open)
+    }
+}
+
+impl InputDriver {
+    /// Runs what the camera's supervisor asks for now: starts, stops.
+    /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
+    pub fn supervise(&mut self, now: Instant, registry: &Registry, frames: Token, errors: Token) {
+        let Feed::Exec(exec) = &mut self.feed else { return };
+        if self.ended {
+            return;
+        }
+        while let Some(action) = exec.supervisor.poll(now) {
+            self.changed = true;
+            match action {
+                Action::Spawn => match Process::spawn(&exec.command, exec.kill_timeout) {
+                    Ok(mut process) => {
+                        let ok = register_pipes(&mut process, registry, frames, errors);
+                        match ok {
+                            Ok(()) => {
+                                crate::log!("camera: started (pid {})", process.pid());
+                                exec.process = Some(process);
+                                exec.supervisor.spawned(now);
+                                self.splitter.finish();
+                            }
+                            Err(e) => exec.supervisor.spawn_failed(&e.to_string(), now),
+                        }
+                    }
+                    Err(e) => {
+                        exec.supervisor.spawn_failed(&e.to_string(), now);
+                        crate::log!("camera: {}", exec.supervisor.reason);
+                    }
+                },
+                Action::Term | Action::Kill => {
+                    let signal = if action == Action::Term { libc::SIGTERM } else { libc::SIGKILL };
+                    if let Some(process) = &exec.process {
+                        if action == Action::Term {
+                            crate::log!("camera: {}; stopping it", exec.supervisor.reason);
+                        }
+                        process.signal(signal);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After SIGCHLD: reaps the camera if it has ended, taking the frames
+    /// and lines it left in its pipes first.
+    pub fn reap(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        publish: &mut dyn FnMut(Vec<u8>, Instant),
+    ) -> io::Result<()> {
+        let Feed::Exec(exec) = &mut self.feed else { return Ok(()) };
+        let Some(status) = exec.process.as_mut().and_then(Process::try_reap) else { return Ok(()) };
+        self.read(now, registry, publish)?;
+        self.stderr_ready();
+        let Feed::Exec(exec) = &mut self.feed else { return Ok(()) };
+        if let Some(mut process) = exec.process.take() {
+            close_pipes(&mut process, registry);
+        }
+        if self.splitter.finish() {
+            crate::log!("warning: the camera ended in the middle of a frame; it was dropped");
+        }
+        exec.supervisor.exited(&camera::describe(status), now);
+        if !self.ended {
+            let reason = &exec.supervisor.reason;
+            match exec.supervisor.phase {
+                crate::supervisor::Phase::Idle => crate::log!("camera: stopped ({reason})"),
+                _ => crate::log!("camera: {}", camera::describe(status)),
+            }
+        }
+        self.changed = true;
+        Ok(())
+    }
+
+    /// The camera's stderr is readable: its lines go to ours.
+    pub fn stderr_ready(&mut self) {
+        if let Some(p) = process(&mut self.feed) {
+            p.read_stderr(&mut |line| crate::log!("camera: {line}"));
+        }
+    }
+
+    /// Whether somebody watches; with `--on-demand` the camera runs only then.
+    pub fn want(&mut self, wanted: bool, now: Instant) {
+        if let Feed::Exec(exec) = &mut self.feed {
+            exec.supervisor.want(wanted, now);
+        }
+    }
+
+    /// True once, after the source's state changed.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// What viewers should see instead of frames, if anything.
+    pub fn notice(&self, now: Instant) -> Option<Notice> {
+        if !self.notices || self.ended {
+            return None;
+        }
+        match &self.feed {
+            Feed::Exec(exec) => exec.supervisor.notice(now, self.offline_after),
+            Feed::Input(_) => {
+                let silent = now.duration_since(self.last_frame?);
+                (silent >= self.offline_after)
+                    .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
+            }
+        }
+    }
+
+    /// When a notice would next begin, if frames stop now.
+    pub fn notice_due(&self) -> Option<Instant> {
+        self.notices.then_some(self.last_frame? + self.offline_after)
+    }
+
+    /// True while a snapshot should wait for the camera's next first frame
+    /// (it is starting, or about to), rather than be given what there is.
+    pub fn starting(&self) -> bool {
+        matches!(&self.feed, Feed::Exec(exec) if exec.supervisor.awaiting_first_frame())
+    }
+
+    /// The source, for `/stats`.
+    pub fn describe(&self, now: Instant) -> Described<'_> {
+        match &self.feed {
+            Feed::Exec(exec) => {
+                let s = &exec.supervisor;
+                Described {
+                    kind: "exec",
+                    state: s.state(),
+                    reason: (s.state() != "online").then_some(s.reason.as_str()),
+                    pid: exec.process.as_ref().map(Process::pid),
+                    restarts: s.restarts(),
+                    last_frame: self.last_frame,
+                }
+            }
+            Feed::Input(input) => Described {
+                kind: match input {
+                    Input::Paced { .. } => "file",
+                    Input::Polled { .. } if self.notices => "fifo",
+                    Input::Polled { .. } => "pipe",
+                },
+                state: if self.ended {
+                    "stopped"
+                } else if self.notice(now).is_some() {
+                    "offline"
+                } else {
+                    "online"
+                },
+                reason: None,
+                pid: None,
+                restarts: 0,
+                last_frame: self.last_frame,
+            },
+        }
+    }
+}
+
+/// The camera process, if the feed runs one and it is running.
+fn process(feed: &mut Feed) -> Option<&mut Process> {
+    match feed {
+        Feed::Exec(exec) => exec.process.as_mut(),
+        Feed::Input(_) => None,
+    }
+}
+
+fn register_pipes(
+    process: &mut Process,
+    registry: &Registry,
+    frames: Token,
+    errors: Token,
+) -> io::Result<()> {
+    for (pipe, token) in [(&process.stdout, frames), (&process.stderr, errors)] {
+        if let Some(pipe) = pipe {
+            registry.register(&mut SourceFd(&pipe.as_raw_fd()), token, Interest::READABLE)?;
+        }
+    }
+    Ok(())
+}
+
+fn close_pipes(process: &mut Process, registry: &Registry) {
+    for pipe in [process.stdout.take(), process.stderr.take()].into_iter().flatten() {
+        let _ = registry.deregister(&mut SourceFd(&pipe.as_raw_fd()));
     }
 }
 

@@ -3,6 +3,7 @@ Counters and the latency histogram, and the three ways they are shown: the
 `--stats` line, the `/stats` JSON and the percentile distribution at exit.
 */
 
+use crate::source::Described;
 use crate::splitter::Counters;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
@@ -121,7 +122,14 @@ impl Stats {
     }
 
     /// The `/stats` document; `viewers` is a JSON array of per-viewer figures.
-    pub fn json(&self, now: Instant, input: &Counters, clients: usize, viewers: &str) -> String {
+    pub fn json(
+        &self,
+        now: Instant,
+        input: &Counters,
+        clients: usize,
+        viewers: &str,
+        source: &Described,
+    ) -> String {
         let h = &self.latency;
         let mut out = String::with_capacity(512);
         let _ = write!(
@@ -130,7 +138,8 @@ impl Stats {
              \"bytes_in\":{},\"bytes_out\":{},\"clients\":{clients},\"clients_total\":{},\
              \"clients_refused\":{},\"clients_timed_out\":{},\"accept_pauses\":{},\"frames_out\":{},\
              \"frames_skipped\":{},\"garbage_bytes\":{},\"broken_frames\":{},\"oversize_frames\":{},\
-             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"viewers\":{viewers}}}",
+             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
+             \"source\":{},\"viewers\":{viewers}}}",
             now.duration_since(self.started).as_secs_f64(),
             input.frames,
             self.fps_in,
@@ -152,6 +161,7 @@ impl Stats {
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
+            source_json(source, now),
         );
         out
     }
@@ -171,6 +181,40 @@ impl Stats {
             self.clients_total,
         )
     }
+}
+
+/// The source's kind, state, why it is down, its process, restarts, and
+/// the age of its last frame, as a JSON object.
+fn source_json(source: &Described, now: Instant) -> String {
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+    format!(
+        "{{\"kind\":\"{}\",\"state\":\"{}\",\"reason\":{},\"pid\":{},\"restarts\":{},\
+         \"last_frame_age_s\":{}}}",
+        source.kind,
+        source.state,
+        optional(source.reason.map(json_string)),
+        optional(source.pid.map(|p| p.to_string())),
+        source.restarts,
+        optional(source.last_frame.map(|t| format!("{:.3}", now.duration_since(t).as_secs_f64()))),
+    )
+}
+
+/// `text` as a JSON string, quoted and escaped.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The latency distribution in HdrHistogram's percentile text format (values
@@ -241,11 +285,24 @@ mod tests {
         assert_eq!(stats.fps_in, 30.0);
         assert_eq!(stats.fps_out, 0.5);
         let counters = Counters { frames: 60, garbage_bytes: 7, ..Counters::default() };
-        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3, "[]");
+        let source = Described {
+            kind: "exec",
+            state: "offline",
+            reason: Some("camera \"x\" exited"),
+            pid: None,
+            restarts: 2,
+            last_frame: Some(t0),
+        };
+        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3, "[]", &source);
         assert!(json.starts_with("{\"uptime_s\":2.000,\"frames_in\":60,\"fps_in\":30.0,"));
         assert!(json.contains("\"clients\":3,"));
         assert!(json.contains("\"garbage_bytes\":7,"));
         assert!(json.contains("\"latency_us\":{\"count\":1,\"p50\":1000,"));
+        assert!(json.contains(
+            "\"source\":{\"kind\":\"exec\",\"state\":\"offline\",\"reason\":\"camera \\\"x\\\" exited\",\
+             \"pid\":null,\"restarts\":2,\"last_frame_age_s\":2.000}"
+        ), "{json}");
         assert!(json.ends_with("},\"viewers\":[]}"));
+        assert_eq!(json_string("a\nb\\"), "\"a\\u000ab\\\\\"");
     }
 }

@@ -44,6 +44,14 @@ const READ_CHUNK: usize = 4096;
 /// rest waits in the socket, and TCP's flow control slows the sender down.
 const DRAIN_PER_EVENT: usize = 64 * 1024;
 
+/// What the viewer set works with that the loop owns: the counters, the
+/// deadline set, and the poll registry.
+pub struct Env<'a> {
+    pub stats: &'a mut Stats,
+    pub deadlines: &'a mut Deadlines,
+    pub registry: &'a Registry,
+}
+
 /// What the clients are allowed and owed, from the flags.
 pub struct Policy {
     pub max_clients: usize,
@@ -85,7 +93,7 @@ impl Census {
         match state {
             State::Streaming(_) => self.streaming -= 1,
             State::Closing { .. } => self.closing -= 1,
-            State::Request { .. } | State::Replying => {}
+            State::Request { .. } | State::Replying | State::Awaiting { .. } => {}
         }
     }
 }
@@ -95,6 +103,10 @@ pub struct Viewers {
     conns: Slab<Conn>,
     /// Streaming viewers with nothing to send: the ones a new frame goes to.
     idle: Vec<usize>,
+    /// Snapshots waiting for the camera's first frame.
+    awaiting: Vec<usize>,
+    /// The latest of the source's own frames (not a notice), for its size.
+    last_live: Option<Rc<Frame>>,
     census: Census,
     latest: Option<Rc<Frame>>,
     /// The sequence number of the latest frame; frames count from 1.
@@ -113,6 +125,8 @@ impl Viewers {
             policy,
             conns: Slab::new(),
             idle: Vec::new(),
+            awaiting: Vec::new(),
+            last_live: None,
             census: Census::default(),
             latest: None,
             seq: 0,
@@ -141,6 +155,16 @@ impl Viewers {
 
     pub fn extra_headers(&self) -> &str {
         &self.policy.extra_headers
+    }
+
+    /// Viewers and waiting snapshots: who would miss the camera.
+    pub fn watching(&self) -> usize {
+        self.census.streaming + self.awaiting.len()
+    }
+
+    /// The latest of the source's own frames.
+    pub fn last_live(&self) -> Option<&Rc<Frame>> {
+        self.last_live.as_ref()
     }
 
     /// True once every viewer has sent what it was sending.
@@ -200,15 +224,14 @@ impl Viewers {
         key: usize,
         readable: bool,
         now: Instant,
-        stats: &mut Stats,
-        deadlines: &mut Deadlines,
-        registry: &Registry,
+        starting: bool,
+        env: &mut Env,
     ) -> Option<Asked> {
         let conn = self.conns.get_mut(key)?;
         if readable {
             let open = read_in(conn);
             if matches!(conn.client.state, State::Request { .. }) {
-                if let Some(asked) = self.respond(key, now) {
+                if let Some(asked) = self.respond(key, now, starting, env.deadlines) {
                     return Some(asked);
                 }
             }
@@ -216,31 +239,29 @@ impl Viewers {
             // request, but a reply is still owed to a client that sent its
             // request and then half-closed.
             if !open && !matches!(self.conns[key].client.state, State::Replying) {
-                self.close(key, registry);
+                self.close(key, env.registry);
                 return None;
             }
         }
-        self.pump(key, now, stats, deadlines, registry);
+        self.pump(key, now, env);
         None
     }
 
     /// Sends a whole reply the caller built (for [`Asked`]).
-    pub fn reply(
-        &mut self,
-        key: usize,
-        head: Vec<u8>,
-        now: Instant,
-        stats: &mut Stats,
-        deadlines: &mut Deadlines,
-        registry: &Registry,
-    ) {
+    pub fn reply(&mut self, key: usize, head: Vec<u8>, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.client.reply(head, None);
-        self.pump(key, now, stats, deadlines, registry);
+        self.pump(key, now, env);
     }
 
     /// Routes a complete request; leaves a partial one to wait for more.
-    fn respond(&mut self, key: usize, now: Instant) -> Option<Asked> {
+    fn respond(
+        &mut self,
+        key: usize,
+        now: Instant,
+        starting: bool,
+        deadlines: &mut Deadlines,
+    ) -> Option<Asked> {
         let conn = &mut self.conns[key];
         let State::Request { buf } = &conn.client.state else { return None };
         let parsed = http::parse(buf);
@@ -251,6 +272,7 @@ impl Viewers {
             credentials: self.policy.credentials.as_deref(),
             extra: &self.policy.extra_headers,
             latest: self.latest.as_ref(),
+            starting,
             unix_micros: unix_micros(),
         };
         match router::respond(parsed, &ctx) {
@@ -260,40 +282,52 @@ impl Viewers {
             }
             Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
             Reply::Stats { head_only } => return Some(Asked::Stats { head_only }),
+            Reply::Await { head_only } => {
+                let until = now + router::SNAPSHOT_WAIT;
+                conn.client.state = State::Awaiting { until, head_only };
+                conn.retry_at = Some(until);
+                deadlines.retry(key, until);
+                self.awaiting.push(key);
+            }
         }
         None
+    }
+
+    /// Answers a waiting snapshot with the latest frame, whatever it is.
+    fn answer_awaiting(&mut self, key: usize, now: Instant, env: &mut Env) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let State::Awaiting { head_only, .. } = conn.client.state else { return };
+        self.awaiting.retain(|&k| k != key);
+        match router::snapshot(self.latest.as_ref(), &self.policy.extra_headers, head_only) {
+            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
+            _ => unreachable!("a snapshot is a whole reply"),
+        }
+        self.pump(key, now, env);
     }
 
     /// Writes until the client's socket would block or it has nothing to
     /// send, taking the newest frame whenever it finishes one; then files
     /// the client under what it waits for.
-    fn pump(
-        &mut self,
-        key: usize,
-        now: Instant,
-        stats: &mut Stats,
-        deadlines: &mut Deadlines,
-        registry: &Registry,
-    ) {
+    fn pump(&mut self, key: usize, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let max_queued = self.policy.max_queued_bytes;
         let next = loop {
-            match write_out(conn, now, stats) {
+            match write_out(conn, now, env.stats) {
                 Ok(true) => {}
                 Ok(false) => break Next::Write,
                 // The peer is gone.
-                Err(_) => return self.close(key, registry),
+                Err(_) => return self.close(key, env.registry),
             }
             let socket = &conn.socket;
             match conn
                 .client
-                .next(self.latest.as_ref(), now, stats, || tcp::backlog(socket, max_queued))
+                .next(self.latest.as_ref(), now, env.stats, || tcp::backlog(socket, max_queued))
             {
                 Next::Write => continue,
                 Next::Shutdown => {
                     self.census.closing += 1;
                     if conn.socket.shutdown(Shutdown::Write).is_err() {
-                        return self.close(key, registry);
+                        return self.close(key, env.registry);
                     }
                     break Next::Read;
                 }
@@ -308,30 +342,27 @@ impl Viewers {
             Next::Retry(at) => {
                 if conn.retry_at != Some(at) {
                     conn.retry_at = Some(at);
-                    deadlines.retry(key, at);
+                    env.deadlines.retry(key, at);
                 }
                 self.set_idle(key, true);
             }
-            Next::Write | Next::Read | Next::Shutdown => {
+            Next::Write | Next::Shutdown => {
                 conn.retry_at = None;
                 self.set_idle(key, false);
             }
+            // A waiting snapshot keeps its deadline.
+            Next::Read => self.set_idle(key, false),
         }
     }
 
     /// A retry set for the viewer at `key` came due.
-    pub fn retry(
-        &mut self,
-        key: usize,
-        at: Instant,
-        now: Instant,
-        stats: &mut Stats,
-        deadlines: &mut Deadlines,
-        registry: &Registry,
-    ) {
+    pub fn retry(&mut self, key: usize, at: Instant, now: Instant, env: &mut Env) {
         if self.conns.get(key).is_some_and(|c| c.retry_at == Some(at)) {
             self.conns[key].retry_at = None;
-            self.pump(key, now, stats, deadlines, registry);
+            if matches!(self.conns[key].client.state, State::Awaiting { .. }) {
+                return self.answer_awaiting(key, now, env);
+            }
+            self.pump(key, now, env);
         }
     }
 
@@ -353,18 +384,31 @@ impl Viewers {
         }
     }
 
-    /// Makes `jpeg` the latest frame and writes it to every idle viewer.
-    pub fn publish(
-        &mut self,
-        jpeg: Vec<u8>,
-        read_at: Instant,
-        stats: &mut Stats,
-        deadlines: &mut Deadlines,
-        registry: &Registry,
-    ) {
+    /// Makes `jpeg` the latest frame and writes it to every idle viewer;
+    /// waiting snapshots get it too.
+    pub fn publish(&mut self, jpeg: Vec<u8>, read_at: Instant, env: &mut Env) {
         self.seq += 1;
         let extra = &self.policy.extra_headers;
-        self.latest = Some(Rc::new(Frame::new(self.seq, jpeg, read_at, unix_micros(), extra)));
+        let frame = Rc::new(Frame::new(self.seq, jpeg, read_at, unix_micros(), extra));
+        self.last_live = Some(Rc::clone(&frame));
+        self.fan_out(frame, env);
+        let now = Instant::now();
+        for key in std::mem::take(&mut self.awaiting) {
+            self.answer_awaiting(key, now, env);
+        }
+    }
+
+    /// Sends viewers a notice made while the source has no frames
+    /// ([`Frame::notice`]): never a latency sample or a fresh snapshot.
+    pub fn publish_notice(&mut self, jpeg: Vec<u8>, state: &'static str, env: &mut Env) {
+        self.seq += 1;
+        let extra = &self.policy.extra_headers;
+        let frame = Rc::new(Frame::notice(self.seq, jpeg, unix_micros(), extra, state));
+        self.fan_out(frame, env);
+    }
+
+    fn fan_out(&mut self, frame: Rc<Frame>, env: &mut Env) {
+        self.latest = Some(frame);
         let mut order = std::mem::take(&mut self.scratch);
         order.clear();
         order.extend_from_slice(&self.idle);
@@ -373,13 +417,13 @@ impl Viewers {
         let now = Instant::now();
         for i in 0..count {
             let key = order[(self.rotation + i) % count];
-            self.pump(key, now, stats, deadlines, registry);
+            self.pump(key, now, env);
         }
         self.scratch = order;
     }
 
     /// Once a second: per-viewer rates, and closing clients that overstayed.
-    pub fn tick(&mut self, now: Instant, stats: &mut Stats, registry: &Registry) {
+    pub fn tick(&mut self, now: Instant, env: &mut Env) {
         let p = &self.policy;
         let mut expired = std::mem::take(&mut self.scratch);
         expired.clear();
@@ -394,9 +438,9 @@ impl Viewers {
         }
         for &key in &expired {
             if !matches!(self.conns[key].client.state, State::Closing { .. }) {
-                stats.clients_timed_out += 1;
+                env.stats.clients_timed_out += 1;
             }
-            self.close(key, registry);
+            self.close(key, env.registry);
         }
         self.scratch = expired;
     }
@@ -407,6 +451,9 @@ impl Viewers {
             return;
         }
         self.set_idle(key, false);
+        if matches!(self.conns[key].client.state, State::Awaiting { .. }) {
+            self.awaiting.retain(|&k| k != key);
+        }
         let mut conn = self.conns.remove(key);
         self.census.left(&conn.client.state);
         // The frames it had not taken are skipped for good now.

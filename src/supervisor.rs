@@ -1,0 +1,444 @@
+/*!
+When to start, stop and restart the camera process, and what viewers are
+told meanwhile: pure code, no processes. [`crate::camera`] does what
+[`Supervisor::poll`] asks and reports back what happened.
+
+```text
+          wanted                     first frame
+  Idle ─────────▶ Waiting ──Spawn──▶ Starting ─────────▶ Online
+   ▲               ▲  ▲                │  │                 │  │
+   │ exited,       │  │ exited:        │  └── no frame for ─┘  │ exited
+   │ unwanted      │  │ backoff        │      --source-timeout │ (a failure)
+   │               │  └────────────────┼───────────┐  Term    │
+   └─────────── Stopping ◀─────────────┴───────────┴──────────┘
+                  Kill after --kill-timeout      (or --linger after the last viewer)
+```
+
+A start that fails, an exit and a stall each count as a failure; the wait
+before the next start grows with the run of failures (1 s five times, then
+5 s five times, then 30 s), and a run of good frames resets it. So a camera
+that cannot start is retried for ever, never in a busy loop.
+*/
+
+use std::time::{Duration, Instant};
+
+/// A camera that has sent frames this long is healthy again: the next
+/// failure is retried at once.
+const GOOD_RUN: Duration = Duration::from_secs(10);
+
+/// The wait before start number `failures + 1` after that many failures
+/// in a row: quick for a glitch, patient for a camera that is gone.
+pub fn backoff(failures: u32) -> Duration {
+    match failures {
+        0..=5 => Duration::from_secs(1),
+        6..=10 => Duration::from_secs(5),
+        _ => Duration::from_secs(30),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// On demand and nobody watching: no camera.
+    Idle,
+    /// Down, to be started at `at`.
+    Waiting { at: Instant },
+    /// Started at `since`, no frame yet.
+    Starting { since: Instant },
+    /// Frames are coming.
+    Online,
+    /// Asked to stop at `since` (SIGTERM); SIGKILL once `--kill-timeout` passes.
+    Stopping { since: Instant, killed: bool },
+}
+
+/// Why the camera is being stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// No frame for too long: a failure; restarted after the backoff.
+    Stall,
+    /// Nobody watched for `--linger`.
+    Unwatched,
+}
+
+/// What the caller must do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Spawn,
+    /// SIGTERM to the camera's process group.
+    Term,
+    /// SIGKILL to the camera's process group.
+    Kill,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub source_timeout: Duration,
+    pub kill_timeout: Duration,
+    /// `--on-demand`: stop this long after the last viewer leaves.
+    pub linger: Option<Duration>,
+}
+
+pub struct Supervisor {
+    timing: Timing,
+    pub phase: Phase,
+    wanted: bool,
+    unwatched_since: Option<Instant>,
+    stopping: Option<Cause>,
+    /// Failures in a row.
+    failures: u32,
+    pub starts: u64,
+    pub last_frame: Option<Instant>,
+    /// The first frame of the current run.
+    run_began: Option<Instant>,
+    /// Why the camera is down, for viewers and `/stats`.
+    pub reason: String,
+}
+
+impl Supervisor {
+    pub fn new(timing: Timing, now: Instant) -> Supervisor {
+        let on_demand = timing.linger.is_some();
+        Supervisor {
+            timing,
+            phase: if on_demand { Phase::Idle } else { Phase::Waiting { at: now } },
+            wanted: !on_demand,
+            unwatched_since: None,
+            stopping: None,
+            failures: 0,
+            starts: 0,
+            last_frame: None,
+            run_began: None,
+            reason: if on_demand { "nobody watching".into() } else { "starting".into() },
+        }
+    }
+
+    /// Restarts after the first start.
+    pub fn restarts(&self) -> u64 {
+        self.starts.saturating_sub(1)
+    }
+
+    /// Whether somebody watches (always, without `--on-demand`).
+    pub fn want(&mut self, wanted: bool, now: Instant) {
+        if self.timing.linger.is_none() || wanted == self.wanted {
+            return;
+        }
+        self.wanted = wanted;
+        self.unwatched_since = (!wanted).then_some(now);
+        if wanted && self.phase == Phase::Idle {
+            self.phase = Phase::Waiting { at: now };
+        }
+    }
+
+    /// The camera was started.
+    pub fn spawned(&mut self, now: Instant) {
+        self.starts += 1;
+        self.phase = Phase::Starting { since: now };
+        self.run_began = None;
+        self.reason = "starting camera".into();
+    }
+
+    /// The camera could not be started.
+    pub fn spawn_failed(&mut self, error: &str, now: Instant) {
+        self.starts += 1;
+        self.fail(format!("cannot start the camera: {error}"), now);
+    }
+
+    /// A frame came.
+    pub fn frame(&mut self, now: Instant) {
+        self.last_frame = Some(now);
+        match self.phase {
+            Phase::Starting { .. } => {
+                self.phase = Phase::Online;
+                self.run_began = Some(now);
+            }
+            Phase::Online if self.run_began.is_some_and(|t| now >= t + GOOD_RUN) => {
+                self.failures = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// The camera process ended, with `status` in words.
+    pub fn exited(&mut self, status: &str, now: Instant) {
+        match (self.phase, self.stopping.take()) {
+            (Phase::Stopping { .. }, Some(Cause::Unwatched)) if !self.wanted => {
+                self.phase = Phase::Idle;
+                self.reason = "nobody watching".into();
+            }
+            // Stopped for want of viewers, but one came back meanwhile.
+            (Phase::Stopping { .. }, Some(Cause::Unwatched)) => {
+                self.phase = Phase::Waiting { at: now };
+            }
+            // The stall was counted when it was found.
+            (Phase::Stopping { .. }, _) => {
+                self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+            }
+            _ => self.fail(format!("camera {status}"), now),
+        }
+    }
+
+    fn fail(&mut self, reason: String, now: Instant) {
+        self.failures += 1;
+        self.reason = reason;
+        self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+    }
+
+    /// What to do now, if anything.
+    pub fn poll(&mut self, now: Instant) -> Option<Action> {
+        let timeout = self.timing.source_timeout;
+        let unwatched = match (self.unwatched_since, self.timing.linger) {
+            (Some(since), Some(linger)) => now >= since + linger,
+            _ => false,
+        };
+        match self.phase {
+            Phase::Waiting { at } if now >= at && self.wanted => return Some(Action::Spawn),
+            Phase::Starting { .. } | Phase::Online if unwatched => {
+                self.stopping = Some(Cause::Unwatched);
+                self.reason = "nobody watching".into();
+            }
+            Phase::Starting { since } if now >= since + timeout => {
+                self.stall(format!("no frame within {} s of the start", timeout.as_secs()));
+            }
+            Phase::Online if self.last_frame.is_some_and(|t| now >= t + timeout) => {
+                self.stall(format!("no frame for {} s", timeout.as_secs()));
+            }
+            Phase::Stopping { since, killed: false } if now >= since + self.timing.kill_timeout => {
+                self.phase = Phase::Stopping { since, killed: true };
+                return Some(Action::Kill);
+            }
+            _ => return None,
+        }
+        self.phase = Phase::Stopping { since: now, killed: false };
+        Some(Action::Term)
+    }
+
+    fn stall(&mut self, reason: String) {
+        self.failures += 1;
+        self.stopping = Some(Cause::Stall);
+        self.reason = reason;
+    }
+
+    /// When [`Supervisor::poll`] next has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let linger = match (self.unwatched_since, self.timing.linger) {
+            (Some(since), Some(linger)) => Some(since + linger),
+            _ => None,
+        };
+        let timeout = self.timing.source_timeout;
+        let due = match self.phase {
+            Phase::Idle => None,
+            Phase::Waiting { at } => self.wanted.then_some(at),
+            Phase::Starting { since } => Some(since + timeout),
+            Phase::Online => self.last_frame.map(|t| t + timeout),
+            Phase::Stopping { since, killed: false } => Some(since + self.timing.kill_timeout),
+            Phase::Stopping { killed: true, .. } => None,
+        };
+        let linger =
+            linger.filter(|_| matches!(self.phase, Phase::Starting { .. } | Phase::Online));
+        due.into_iter().chain(linger).min()
+    }
+
+    /// True while the camera is starting or about to, not after a failure:
+    /// what a snapshot should wait for rather than be given a notice.
+    pub fn awaiting_first_frame(&self) -> bool {
+        match self.phase {
+            Phase::Idle | Phase::Starting { .. } => true,
+            Phase::Waiting { .. } => self.failures == 0,
+            Phase::Stopping { .. } => self.stopping == Some(Cause::Unwatched),
+            Phase::Online => false,
+        }
+    }
+
+    /// `starting`, `online`, `offline` or `stopped`.
+    pub fn state(&self) -> &'static str {
+        match (self.phase, self.stopping) {
+            (Phase::Idle, _) | (Phase::Stopping { .. }, Some(Cause::Unwatched)) => "stopped",
+            (Phase::Starting { .. }, _) => "starting",
+            (Phase::Online, _) => "online",
+            _ => "offline",
+        }
+    }
+
+    /// What viewers should be shown instead of frames, if anything: the
+    /// start's placeholder, or the reason the camera is down (and when it
+    /// starts again). A live camera that has sent nothing for
+    /// `offline_after` is shown as down before the stall is acted on, so
+    /// that viewers never wait long for bytes.
+    pub fn notice(&self, now: Instant, offline_after: Duration) -> Option<Notice> {
+        match self.phase {
+            Phase::Idle => None,
+            Phase::Starting { .. } => Some(Notice::Starting),
+            Phase::Online => {
+                let silent = now.duration_since(self.last_frame?);
+                (silent >= offline_after)
+                    .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
+            }
+            Phase::Stopping { .. } if self.stopping == Some(Cause::Unwatched) => None,
+            Phase::Stopping { .. } => Some(Notice::Offline(format!("{}; restarting", self.reason))),
+            Phase::Waiting { at } => {
+                let wait = at.saturating_duration_since(now);
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Some(Notice::Offline(format!("{}; restarting in {secs} s", self.reason)))
+            }
+        }
+    }
+}
+
+/// What viewers see while there are no frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Starting,
+    Offline(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn timing(linger: Option<u64>) -> Timing {
+        Timing { source_timeout: secs(5), kill_timeout: secs(3), linger: linger.map(secs) }
+    }
+
+    #[test]
+    fn it_starts_at_once_and_goes_online_with_the_first_frame() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        assert_eq!(s.poll(t), Some(Action::Spawn));
+        s.spawned(t);
+        assert_eq!((s.state(), s.notice(t, secs(2))), ("starting", Some(Notice::Starting)));
+        assert_eq!(s.deadline(), Some(t + secs(5)));
+        s.frame(t + secs(1));
+        assert_eq!(s.state(), "online");
+        assert_eq!(s.notice(t + secs(2), secs(2)), None);
+        assert_eq!(s.poll(t + secs(2)), None);
+        assert_eq!(s.deadline(), Some(t + secs(6)));
+    }
+
+    #[test]
+    fn an_exit_is_retried_within_a_second_and_repeated_failures_slow_down() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        let mut now = t;
+        let mut gaps = Vec::new();
+        for _ in 0..12 {
+            assert_eq!(s.poll(now), Some(Action::Spawn));
+            s.spawned(now);
+            s.exited("exited with status 1", now);
+            assert_eq!(s.state(), "offline");
+            let Phase::Waiting { at } = s.phase else { panic!("{:?}", s.phase) };
+            gaps.push((at - now).as_secs());
+            assert_eq!(s.poll(at - Duration::from_millis(1)), None, "no start before its time");
+            now = at;
+        }
+        assert_eq!(gaps, [1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 30, 30]);
+        assert_eq!(s.restarts(), 11);
+        let notice = s.notice(now - secs(29), secs(2));
+        assert_eq!(
+            notice,
+            Some(Notice::Offline("camera exited with status 1; restarting in 29 s".into()))
+        );
+    }
+
+    #[test]
+    fn a_run_of_good_frames_makes_the_next_restart_quick_again() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        for i in 0..8 {
+            s.poll(t);
+            s.spawned(t);
+            s.exited("exited with status 1", t + secs(i));
+        }
+        assert_eq!(backoff(s.failures), secs(5));
+        let start = t + secs(100);
+        s.spawned(start);
+        for i in 0..=10 {
+            s.frame(start + secs(i));
+        }
+        s.exited("exited with status 0", start + secs(11));
+        assert_eq!(s.phase, Phase::Waiting { at: start + secs(12) });
+    }
+
+    #[test]
+    fn a_stall_is_shown_early_then_stopped_killed_and_restarted() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        s.poll(t);
+        s.spawned(t);
+        s.frame(t);
+        let notice = s.notice(t + secs(2), secs(2));
+        assert_eq!(notice, Some(Notice::Offline("no frame for 2 s".into())));
+        assert_eq!(s.poll(t + secs(4)), None);
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert_eq!(s.state(), "offline");
+        assert_eq!(s.deadline(), Some(t + secs(8)));
+        assert_eq!(s.poll(t + secs(8)), Some(Action::Kill));
+        assert_eq!(s.poll(t + secs(9)), None);
+        s.exited("was killed by signal 9", t + secs(9));
+        assert_eq!(s.phase, Phase::Waiting { at: t + secs(10) });
+        let notice = s.notice(t + secs(9), secs(2));
+        assert_eq!(notice, Some(Notice::Offline("no frame for 5 s; restarting in 1 s".into())));
+    }
+
+    #[test]
+    fn a_camera_that_never_sends_a_frame_is_a_stall() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        s.poll(t);
+        s.spawned(t);
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert!(s.reason.contains("no frame within 5 s"), "{}", s.reason);
+    }
+
+    #[test]
+    fn a_start_that_fails_waits_like_an_exit() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        s.poll(t);
+        s.spawn_failed("No such file or directory", t);
+        assert_eq!(s.phase, Phase::Waiting { at: t + secs(1) });
+        assert!(s.reason.starts_with("cannot start the camera"));
+    }
+
+    #[test]
+    fn on_demand_it_runs_only_while_watched_and_lingers() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(Some(10)), t);
+        assert_eq!((s.state(), s.poll(t), s.deadline()), ("stopped", None, None));
+        assert_eq!(s.notice(t, secs(2)), None);
+        s.want(true, t + secs(1));
+        assert_eq!(s.poll(t + secs(1)), Some(Action::Spawn));
+        s.spawned(t + secs(1));
+        s.frame(t + secs(2));
+        s.want(false, t + secs(3));
+        // Frames go on while it lingers; the linger is what ends it.
+        for i in 4..13 {
+            s.frame(t + secs(i));
+            assert_eq!(s.poll(t + secs(i)), None);
+        }
+        assert_eq!(s.deadline(), Some(t + secs(13)));
+        assert_eq!(s.poll(t + secs(13)), Some(Action::Term));
+        assert_eq!((s.state(), s.notice(t + secs(13), secs(2))), ("stopped", None));
+        s.exited("was killed by signal 15", t + secs(14));
+        assert_eq!((s.phase, s.failures), (Phase::Idle, 0));
+        // The next viewer starts it again at once.
+        s.want(true, t + secs(20));
+        assert_eq!(s.poll(t + secs(20)), Some(Action::Spawn));
+    }
+
+    #[test]
+    fn a_viewer_back_within_the_linger_keeps_the_camera() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(Some(10)), t);
+        s.want(true, t);
+        s.poll(t);
+        s.spawned(t);
+        s.frame(t);
+        s.want(false, t + secs(1));
+        s.want(true, t + secs(5));
+        s.frame(t + secs(11));
+        assert_eq!(s.poll(t + secs(11)), None);
+        assert_eq!(s.state(), "online");
+    }
+}

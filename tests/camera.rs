@@ -1,0 +1,804 @@
+//! The camera as the server's child (`--exec`), on the real binary, with
+//! tests/camera/fake_camera.py standing in for rpicam-vid: restarts, stalls,
+//! on-demand starts and stops, offline frames, and what is left once the
+//! server has gone.
+//!
+//! Frames the camera writes are told from generated ones by their bytes.
+//! The tests measure silences and restart intervals, so they run one at a
+//! time: one test's cameras must not slow another's.
+
+mod common;
+
+use common::{frames, wait_until, Server, STEP};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Home Assistant's MJPEG camera drops a stream after 10 s without a byte.
+const HA_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Offline frames come once a second, so no viewer waits this long for a byte.
+const MAX_SILENCE: Duration = Duration::from_millis(2500);
+
+/// Short timeouts keep the tests fast.
+const FAST: [&str; 4] = ["--source-timeout", "2", "--kill-timeout", "1"];
+
+const DELIMITER: &[u8] = b"\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits until `value` gives something, failing the test after [`STEP`].
+fn wait_for_value<T>(what: &str, mut value: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = value() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks that `holds` stays true for all of `span`.
+fn stays(what: &str, span: Duration, mut holds: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < span {
+        assert!(holds(), "{what}: no longer so after {:?}", start.elapsed());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The state letter of process `pid` (R, S, Z...), or None once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// A fake camera's frames and pidfile, in a fresh directory removed on drop.
+struct Camera {
+    dir: PathBuf,
+    sent: Vec<Vec<u8>>,
+}
+
+impl Camera {
+    /// The camera is a python3 script (standard library only).
+    fn new(name: &str) -> Camera {
+        common::require("python3");
+        let dir = std::env::temp_dir().join(format!("camera-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let sent = frames(5);
+        for (i, jpeg) in sent.iter().enumerate() {
+            fs::write(dir.join(format!("{i:03}.jpg")), jpeg).unwrap();
+        }
+        Camera { dir, sent }
+    }
+
+    /// Shell words that run the fake camera with `options`, each start
+    /// noted in the pidfile.
+    fn run(&self, options: &str) -> String {
+        format!(
+            "'{}/tests/camera/fake_camera.py' --dir '{d}' --pidfile '{d}/pids' {options}",
+            env!("CARGO_MANIFEST_DIR"),
+            d = self.dir.display()
+        )
+    }
+
+    /// `--exec` for the camera run with `options` at every start; `exec`
+    /// makes it the server's own child.
+    fn exec(&self, options: &str) -> String {
+        format!("exec {}", self.run(options))
+    }
+
+    /// `--exec` for the camera run with `first` at its first start and
+    /// `then` at every later one.
+    fn exec_first_then(&self, first: &str, then: &str) -> String {
+        let marker = self.dir.join("started");
+        let m = marker.display();
+        format!(
+            "if [ -e '{m}' ]; then exec {}; fi; touch '{m}'; exec {}",
+            self.run(then),
+            self.run(first)
+        )
+    }
+
+    /// Starts the server on `--exec command` and `args`.
+    fn server(&self, command: &str, args: &[&str]) -> Server {
+        let all: Vec<&str> = ["--exec", command].iter().chain(args).copied().collect();
+        // The camera is the input: stdin is not read, so give it nothing.
+        Server::start_configured(&all, |c| {
+            c.stdin(Stdio::null());
+        })
+    }
+
+    /// The pid of each start so far, oldest first.
+    fn pids(&self) -> Vec<u32> {
+        let text = fs::read_to_string(self.dir.join("pids")).unwrap_or_default();
+        // Whole lines only: a start may be writing its own.
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        whole.lines().map(|l| l.parse().unwrap()).collect()
+    }
+
+    /// Waits for the `n`th start; returns when it was seen.
+    fn wait_for_starts(&self, n: usize) -> Instant {
+        wait_until(&format!("the camera has started {n} times"), || self.pids().len() >= n);
+        Instant::now()
+    }
+}
+
+impl Camera {
+    /// Kills process `pid` if it is still one of this camera's (its command
+    /// line names this directory; a zombie's names nothing).
+    fn kill_if_ours(&self, pid: u32) {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let dir = self.dir.as_os_str().as_encoded_bytes();
+        if cmdline.windows(dir.len()).any(|w| w == dir) {
+            // SAFETY: kill with the pid of a process this test had started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        // A stubborn camera that a failed test left behind would run for ever.
+        for pid in self.pids() {
+            self.kill_if_ours(pid);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// The camera's frame with this index, unchanged.
+    Real(usize),
+    /// Generated, with `X-Source-State: offline`.
+    Offline,
+    /// Generated, with `X-Source-State: starting`.
+    Starting,
+}
+
+impl Kind {
+    fn is_real(self) -> bool {
+        matches!(self, Kind::Real(_))
+    }
+
+    /// What a part is, or why it is neither a camera frame nor a generated one.
+    fn of(sent: &[Vec<u8>], jpeg: &[u8], state: Option<&str>) -> Result<Kind, String> {
+        if !(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9])) {
+            return Err(format!("a part of {} bytes is not a whole JPEG", jpeg.len()));
+        }
+        match (sent.iter().position(|f| f == jpeg), state) {
+            (Some(i), None) => Ok(Kind::Real(i)),
+            (None, Some("offline")) => Ok(Kind::Offline),
+            (None, Some("starting")) => Ok(Kind::Starting),
+            (i, state) => Err(format!("camera frame {i:?} came with X-Source-State {state:?}")),
+        }
+    }
+}
+
+/// One part of a stream, as a viewer got it.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    kind: Kind,
+    at: Instant,
+}
+
+/// A socket that notes the longest wait for bytes and counts them.
+struct Timed {
+    socket: TcpStream,
+    last: Instant,
+    longest: Duration,
+    bytes: u64,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        let now = Instant::now();
+        self.longest = self.longest.max(now - self.last);
+        (self.last, self.bytes) = (now, self.bytes + n as u64);
+        Ok(n)
+    }
+}
+
+/// How a viewer's stream went.
+#[derive(Debug)]
+struct Watched {
+    longest_silence: Duration,
+    bytes: u64,
+    /// Why the stream ended before the viewer left, if it did.
+    error: Option<String>,
+}
+
+/// A viewer reading a stream on a thread with Home Assistant's read
+/// timeout; the parts it gets come over a channel as they arrive.
+struct Watch {
+    parts: Receiver<Part>,
+    seen: Vec<Part>,
+    socket: TcpStream,
+    leaving: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Watched>>,
+}
+
+impl Watch {
+    /// A viewer that parses each part (Content-Length framing).
+    fn open(server: &Server, camera: &Camera) -> Watch {
+        Watch::start(server, "test", Some(camera.sent.clone()))
+    }
+
+    /// A reader as Home Assistant's: it only reads bytes, and a read that
+    /// waits 10 s ends it.
+    fn home_assistant(server: &Server) -> Watch {
+        Watch::start(server, "HomeAssistant/2025.1.0 aiohttp/3.11.11 Python/3.13", None)
+    }
+
+    fn start(server: &Server, user_agent: &str, sent: Option<Vec<Vec<u8>>>) -> Watch {
+        let mut socket = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        socket.set_read_timeout(Some(HA_READ_TIMEOUT)).unwrap();
+        write!(
+            socket,
+            "GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {user_agent}\r\n\r\n"
+        )
+        .unwrap();
+        let (tx, parts) = mpsc::channel();
+        let leaving = Arc::new(AtomicBool::new(false));
+        let (left, clone) = (Arc::clone(&leaving), socket.try_clone().unwrap());
+        let thread = thread::spawn(move || {
+            let timed =
+                Timed { socket: clone, last: Instant::now(), longest: Duration::ZERO, bytes: 0 };
+            let mut reader = BufReader::new(timed);
+            let result = match sent {
+                Some(sent) => read_parts(&mut reader, &sent, &tx),
+                None => io::copy(&mut reader, &mut io::sink())
+                    .and_then(|_| Err(io::Error::other("the stream ended"))),
+            };
+            let timed = reader.into_inner();
+            let error =
+                result.err().filter(|_| !left.load(Ordering::SeqCst)).map(|e| e.to_string());
+            Watched { longest_silence: timed.longest, bytes: timed.bytes, error }
+        });
+        Watch { parts, seen: Vec::new(), socket, leaving, thread: Some(thread) }
+    }
+
+    /// The next part that `wanted` accepts, within `limit`.
+    fn within(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut wanted: impl FnMut(&Part) -> bool,
+    ) -> Part {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.parts.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(part) => {
+                    self.seen.push(part);
+                    if wanted(&part) {
+                        return part;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let watched = self.thread.take().unwrap().join().unwrap();
+                    panic!("the stream ended before {what}: {watched:?}");
+                }
+            }
+        }
+    }
+
+    fn until(&mut self, what: &str, wanted: impl FnMut(&Part) -> bool) -> Part {
+        self.within(STEP, what, wanted)
+    }
+
+    /// When the last camera frame so far came.
+    fn last_real(&self) -> Instant {
+        self.seen.iter().rev().find(|p| p.kind.is_real()).expect("a camera frame").at
+    }
+
+    fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// Leaves the stream: every part received, and how the stream went.
+    fn finish(mut self) -> (Vec<Part>, Watched) {
+        self.leave();
+        let watched = self.thread.take().unwrap().join().unwrap();
+        self.seen.extend(self.parts.try_iter());
+        (std::mem::take(&mut self.seen), watched)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// Reads the stream's head, then each part into `parts` until an error.
+fn read_parts(
+    reader: &mut BufReader<Timed>,
+    sent: &[Vec<u8>],
+    parts: &Sender<Part>,
+) -> io::Result<()> {
+    let line = |reader: &mut BufReader<Timed>| -> io::Result<String> {
+        let mut line = String::new();
+        match reader.read_line(&mut line)? {
+            0 => Err(io::Error::other("the stream ended")),
+            _ => Ok(line),
+        }
+    };
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        head.push_str(&line(reader)?);
+    }
+    if !head.starts_with("HTTP/1.1 200 ") || line(reader)?.as_bytes() != &DELIMITER[2..] {
+        return Err(io::Error::other(format!("not a stream: {head}")));
+    }
+    loop {
+        let (mut length, mut state) = (None, None);
+        loop {
+            let header = line(reader)?.to_ascii_lowercase();
+            match header.split_once(':') {
+                Some(("content-length", v)) => length = v.trim().parse::<usize>().ok(),
+                Some(("x-source-state", v)) => state = Some(v.trim().to_string()),
+                _ if header == "\r\n" => break,
+                _ => {}
+            }
+        }
+        let mut jpeg = vec![0; length.ok_or_else(|| io::Error::other("no Content-Length"))?];
+        reader.read_exact(&mut jpeg)?;
+        let mut trailer = [0; DELIMITER.len()];
+        reader.read_exact(&mut trailer)?;
+        if trailer != DELIMITER {
+            return Err(io::Error::other("a part without its delimiter"));
+        }
+        let kind = Kind::of(sent, &jpeg, state.as_deref()).map_err(io::Error::other)?;
+        if parts.send(Part { kind, at: Instant::now() }).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Checks that a viewer kept its connection and never waited `limit` for a byte.
+fn assert_unbroken(who: &str, watched: &Watched, limit: Duration) {
+    assert_eq!(watched.error, None, "{who} lost the stream: {watched:?}");
+    assert!(watched.longest_silence < limit, "{who} waited too long for a byte: {watched:?}");
+    assert!(watched.bytes > 0, "{who} got nothing");
+}
+
+fn count(parts: &[Part], kind: Kind) -> usize {
+    parts.iter().filter(|p| p.kind == kind).count()
+}
+
+fn real(part: &Part) -> bool {
+    part.kind.is_real()
+}
+
+/// The `source` object of `/stats`: the JSON text of each field.
+struct Source(HashMap<String, String>);
+
+impl Source {
+    fn of(server: &Server) -> Source {
+        let json = server.stats();
+        let at = json.find("\"source\":{").unwrap_or_else(|| panic!("no source in {json}"));
+        let mut fields = vec![String::new()];
+        let (mut quoted, mut escaped) = (false, false);
+        for c in json[at + 10..].chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    fields.push(String::new());
+                    continue;
+                }
+                '}' if !quoted => break,
+                _ => {}
+            }
+            fields.last_mut().unwrap().push(c);
+        }
+        let pairs = fields.iter().filter_map(|f| f.split_once(':'));
+        Source(pairs.map(|(k, v)| (k.trim_matches('"').to_string(), v.to_string())).collect())
+    }
+
+    fn raw(&self, key: &str) -> &str {
+        self.0.get(key).unwrap_or_else(|| panic!("no {key} in the source: {:?}", self.0))
+    }
+
+    fn string(&self, key: &str) -> &str {
+        let raw = self.raw(key);
+        let inner = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'));
+        inner.unwrap_or_else(|| panic!("{key} is not a string: {:?}", self.0))
+    }
+
+    /// A number, or None for null.
+    fn number(&self, key: &str) -> Option<f64> {
+        let raw = self.raw(key);
+        (raw != "null").then(|| raw.parse().unwrap_or_else(|_| panic!("{key}: {:?}", self.0)))
+    }
+}
+
+/// Runs a client to its end, killing it past 30 s.
+fn run(command: &mut Command) -> Output {
+    let what = format!("{command:?}");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill with the pid of our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{what} did not finish in 30 s");
+        }
+    }
+}
+
+// ------------------------------------------------ restarts and stalls
+
+#[test]
+fn a_viewer_and_home_assistant_keep_their_connections_through_a_camera_exit_and_a_stall() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("exit-stall");
+    // The first run writes 10 frames and exits; every later one writes 10
+    // and stalls, alive, until the source timeout has it restarted.
+    let exec = camera.exec_first_then("--exit-after 10", "--stall-after 10");
+    let server = camera.server(&exec, &FAST);
+    let mut viewer = Watch::open(&server, &camera);
+    let home_assistant = Watch::home_assistant(&server);
+
+    viewer.until("a frame of the first run", real);
+    // A run's pid is in the pidfile before its first frame, and the first
+    // run has exited by then: later frames are the second run's.
+    let second = camera.wait_for_starts(2);
+    let back = viewer.until("a frame of the second run", |p| p.at > second && real(p));
+    viewer.until("offline frames once the second run stalls", |p| {
+        p.at > back.at && p.kind == Kind::Offline
+    });
+    let third = camera.wait_for_starts(3);
+    viewer.until("a frame of the third run", |p| p.at > third && real(p));
+    let pids = camera.pids();
+    wait_until("the runs that exited or stalled are reaped", || {
+        pids[..2].iter().all(|&pid| process_state(pid).is_none())
+    });
+
+    let (parts, watched) = viewer.finish();
+    let (_, home_assistant) = home_assistant.finish();
+    eprintln!(
+        "{} camera frames, {} offline; viewer {watched:?}; Home Assistant {home_assistant:?}",
+        parts.iter().filter(|p| real(p)).count(),
+        count(&parts, Kind::Offline)
+    );
+    assert_unbroken("the viewer", &watched, MAX_SILENCE);
+    assert_unbroken("Home Assistant's reader", &home_assistant, MAX_SILENCE);
+}
+
+#[test]
+fn a_viewer_and_home_assistant_stay_connected_through_a_15_s_camera_stall() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("stall-15s");
+    // The first run writes 10 frames and stalls; the runs that replace it
+    // write nothing, until the test has the camera fixed.
+    let fixed = camera.dir.join("fixed");
+    let exec = format!(
+        "if [ -e '{}' ]; then exec {}; fi; {}",
+        fixed.display(),
+        camera.run(""),
+        camera.exec_first_then("--stall-after 10", "--stall-after 0")
+    );
+    // The default --source-timeout (5 s): what a user who sets nothing gets.
+    let server = camera.server(&exec, &["--kill-timeout", "1"]);
+    let mut viewer = Watch::open(&server, &camera);
+    let home_assistant = Watch::home_assistant(&server);
+
+    viewer.until("offline frames once the camera stalls", |p| p.kind == Kind::Offline);
+    let stalled = viewer.last_real();
+    // Reading the stream is the wait: offline frames come once a second.
+    viewer.within(STEP * 2, "15 s without a camera frame", |p| {
+        assert!(!real(p), "a camera frame while the camera writes none");
+        p.at >= stalled + Duration::from_secs(15)
+    });
+    fs::write(&fixed, "").unwrap();
+    let fixed_at = Instant::now();
+    viewer.until("a camera frame once the camera is fixed", real);
+    eprintln!("camera frames again {:?} after the fix", fixed_at.elapsed());
+    assert!(camera.pids().len() >= 3, "the stalled camera was not restarted: {:?}", camera.pids());
+
+    let (_, watched) = viewer.finish();
+    let (_, home_assistant) = home_assistant.finish();
+    eprintln!("viewer {watched:?}; Home Assistant {home_assistant:?}");
+    // Nothing is promised before the source is down, 5 s after the stall.
+    let limit = Duration::from_secs(5) + MAX_SILENCE;
+    assert_unbroken("the viewer", &watched, limit);
+    assert_unbroken("Home Assistant's reader", &home_assistant, limit);
+}
+
+// ------------------------------------------------ real clients
+
+/// Has `client` read 40 frames while the camera restarts every 1.5 s, and
+/// returns its output.
+fn read_through_restarts(name: &str, client: impl FnOnce(&str) -> Command) -> Output {
+    let camera = Camera::new(name);
+    let server = camera.server(&camera.exec("--fps 10 --exit-after 15"), &FAST);
+    let before = camera.wait_for_starts(1);
+    let starts = camera.pids().len();
+    let out = run(&mut client(&format!("http://127.0.0.1:{}/video.mjpg", server.port)));
+    let restarts = camera.pids().len() - starts;
+    eprintln!("{name}: {restarts} camera restarts in {:?}", before.elapsed());
+    assert!(restarts >= 1, "{name} read no restart");
+    out
+}
+
+#[test]
+#[ignore = "needs ffmpeg: run with --include-ignored, as .ci/run does"]
+fn ffmpeg_reads_through_camera_restarts_without_an_error() {
+    common::require("ffmpeg");
+    let _one = one_at_a_time();
+    let out = read_through_restarts("ffmpeg", |url| {
+        let mut c = Command::new("ffmpeg");
+        c.args(["-nostdin", "-v", "error", "-i", url, "-frames:v", "40", "-f", "null", "-"]);
+        c
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "ffmpeg: {}: {stderr}", out.status);
+}
+
+#[test]
+#[ignore = "needs python3 with OpenCV (cv2): run with --include-ignored, as .ci/run does"]
+fn opencv_reads_through_camera_restarts_without_an_error() {
+    common::require("python3");
+    let probe = Command::new("python3").args(["-c", "import cv2"]).output().unwrap();
+    assert!(probe.status.success(), "python3 cannot import cv2; .ci/run installs it");
+    let _one = one_at_a_time();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/opencv_read.py");
+    let out = read_through_restarts("opencv", |url| {
+        let mut c = Command::new("python3");
+        c.args([script, url, "40"]);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "OpenCV: {}: {stdout}{stderr}", out.status);
+    assert!(stdout.contains("\"frames\": 40,"), "{stdout}");
+}
+
+// ------------------------------------------------ the end of the server
+
+#[test]
+fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_ignoring_sigterm() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("signals");
+    // With exec the camera is the server's child; with a shell around it
+    // (which stays, since more follows), the camera is a grandchild that
+    // only a signal to the process group reaches. The shell notes its pid
+    // first. The camera stalls after 3 frames: no failed write ends it.
+    let stubborn = "--ignore-term --stall-after 3";
+    let cases = [
+        (libc::SIGTERM, "exec", camera.exec(stubborn), 1),
+        (
+            libc::SIGINT,
+            "shell",
+            format!("echo $$ >> '{}/pids'; {}; exit 0", camera.dir.display(), camera.run(stubborn)),
+            2,
+        ),
+    ];
+    for (signal, name, exec, processes) in cases {
+        let _ = fs::remove_file(camera.dir.join("pids"));
+        let mut server = camera.server(&exec, &["--kill-timeout", "1"]);
+        let mut viewer = Watch::open(&server, &camera);
+        viewer.until("a camera frame", real);
+        let pids = camera.pids();
+        assert_eq!(pids.len(), processes, "{name}: {pids:?}");
+
+        let asked = Instant::now();
+        // SAFETY: kill with the pid of our own child.
+        assert_eq!(unsafe { libc::kill(server.child.id() as libc::pid_t, signal) }, 0);
+        let status = server.wait();
+        let log = server.stderr.lock().unwrap().clone();
+        eprintln!("{name}: the server exited {:?} after the signal", asked.elapsed());
+        assert!(status.success(), "{name}: exit status {status}: {log}");
+        assert!(!log.contains("panicked"), "{name}: {log}");
+        // None may run. Its own child the server must have reaped; an
+        // orphaned grandchild may wait as a zombie for init to reap.
+        let states: Vec<_> = pids.iter().map(|&pid| (pid, process_state(pid))).collect();
+        pids.iter().for_each(|&pid| camera.kill_if_ours(pid));
+        assert!(states.iter().all(|(_, s)| matches!(s, None | Some('Z'))), "{name}: {states:?}");
+        assert_eq!(states[0].1, None, "{name}: the server's child is not reaped: {states:?}");
+    }
+}
+
+// ------------------------------------------------ on demand
+
+#[test]
+fn on_demand_the_camera_runs_only_while_someone_watches() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("on-demand");
+    let mut args = vec!["--on-demand", "--linger", "2"];
+    args.extend(FAST);
+    // At 5 fps a frame is the newest for 200 ms: the first one reaching the
+    // viewer shows how soon frames are passed on.
+    let server = camera.server(&camera.exec("--fps 5"), &args);
+    let idle = Source::of(&server);
+    assert_eq!((idle.string("state"), idle.raw("pid")), ("stopped", "null"));
+    // Without --on-demand the camera starts at once: a second and a half
+    // without one (and /stats is no viewer) is the difference.
+    stays("no camera runs before a viewer", Duration::from_millis(1500), || {
+        camera.pids().is_empty()
+    });
+
+    let connected = Instant::now();
+    let mut viewer = Watch::open(&server, &camera);
+    let first = viewer.until("a first frame", |_| true);
+    assert_eq!(first.kind, Kind::Starting, "the placeholder comes first");
+    assert!(
+        first.at - connected <= Duration::from_secs(1),
+        "placeholder after {:?}",
+        first.at - connected
+    );
+    let real_frame = viewer.until("a camera frame", real);
+    eprintln!("camera frame {:?} after connecting", real_frame.at - connected);
+    assert_eq!(real_frame.kind, Kind::Real(0), "not the camera's first frame");
+    let (_, watched) = viewer.finish();
+    assert_unbroken("the viewer", &watched, MAX_SILENCE);
+
+    let left = Instant::now();
+    let pid = camera.pids()[0];
+    stays("the camera lingers after the last viewer", Duration::from_millis(1500), || {
+        process_state(pid).is_some()
+    });
+    wait_until("the camera is stopped after --linger", || process_state(pid).is_none());
+    eprintln!("camera gone {:?} after the last viewer left", left.elapsed());
+    assert!(
+        left.elapsed() < Duration::from_secs(5),
+        "--linger 2 --kill-timeout 1 took {:?}",
+        left.elapsed()
+    );
+    wait_until("/stats says stopped", || Source::of(&server).string("state") == "stopped");
+
+    // A snapshot is a viewer too: it starts the camera and waits for a frame.
+    let asked = Instant::now();
+    let (status, head, body) = server.get_path("/snapshot.jpg");
+    assert_eq!(status, 200, "{head}");
+    assert!(camera.sent.contains(&body), "not a camera frame: {head}");
+    assert!(!head.contains("X-Source-State"), "{head}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "the snapshot took {:?}", asked.elapsed());
+    assert_eq!(camera.pids().len(), 2, "started again for the next viewer");
+}
+
+#[test]
+fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("snapshot-wait");
+    // The camera starts but writes nothing, well within the source timeout.
+    let args = ["--on-demand", "--source-timeout", "10", "--kill-timeout", "1"];
+    let server = camera.server(&camera.exec("--stall-after 0"), &args);
+    let asked = Instant::now();
+    let (status, head, body) = thread::scope(|s| {
+        let snapshot = s.spawn(|| server.get_path("/snapshot.jpg"));
+        camera.wait_for_starts(1);
+        let starting = wait_for_value("/stats says starting", || {
+            let source = Source::of(&server);
+            (source.string("state") == "starting").then_some(source)
+        });
+        assert_eq!(starting.number("pid"), Some(camera.pids()[0] as f64), "{:?}", starting.0);
+        snapshot.join().unwrap()
+    });
+    let waited = asked.elapsed();
+    eprintln!("the snapshot waited {waited:?}");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\nX-Source-State: starting\r\n"), "{head}");
+    assert_eq!(Kind::of(&camera.sent, &body, Some("starting")), Ok(Kind::Starting));
+    assert!((2800..5000).contains(&waited.as_millis()), "the snapshot waited {waited:?}, not 3 s");
+}
+
+// ------------------------------------------------ a broken camera
+
+#[test]
+fn a_camera_that_fails_at_start_is_retried_ever_more_slowly_and_viewers_get_offline_frames() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("fails");
+    let server = camera.server(&camera.exec("--fail-at-start"), &FAST);
+    let viewer = Watch::open(&server, &camera);
+    // Note when each start appears, asking /stats all along; before the
+    // first, the source may still say stopped.
+    let (mut starts, mut slowest_stats) = (vec![camera.wait_for_starts(1)], Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while starts.len() < 7 {
+        assert!(Instant::now() < deadline, "{} starts in 20 s", starts.len());
+        let asked = Instant::now();
+        let state = Source::of(&server).string("state").to_string();
+        slowest_stats = slowest_stats.max(asked.elapsed());
+        assert!(state == "offline" || state == "starting", "state {state}");
+        starts.resize(camera.pids().len(), Instant::now());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let gaps: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    eprintln!("seconds between starts {gaps:.2?}; slowest /stats {slowest_stats:?}");
+    // 1 s ×5, then 5 s; the slack is the interpreter's start-up.
+    for (i, gap) in gaps[..5].iter().enumerate() {
+        assert!((0.75..1.75).contains(gap), "restart {} after {gap:.2} s: {gaps:.2?}", i + 1);
+    }
+    assert!(gaps[5] > 4.0, "the sixth restart came without slowing: {gaps:.2?}");
+    assert!(slowest_stats < Duration::from_secs(1), "/stats took {slowest_stats:?}");
+    let restarts = Source::of(&server).number("restarts").unwrap();
+    assert!(restarts >= 6.0, "/stats counts {restarts} restarts");
+
+    let (status, head, body) = server.get_path("/snapshot.jpg");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\nX-Source-State: offline\r\n"), "{head}");
+    assert_eq!(Kind::of(&camera.sent, &body, Some("offline")), Ok(Kind::Offline));
+
+    let (parts, watched) = viewer.finish();
+    assert_unbroken("the viewer", &watched, MAX_SILENCE);
+    // Once a second for about ten; the restarts may be shown as starting.
+    let generated = count(&parts, Kind::Offline) + count(&parts, Kind::Starting);
+    assert!(generated >= 8, "{generated} generated frames in 10 s");
+    assert!(!parts.iter().any(real), "a camera frame from a camera that writes none");
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("camera: fake_camera: cannot open the camera"), "{log}");
+}
+
+// ------------------------------------------------ what it tells
+
+#[test]
+fn the_cameras_stderr_lines_reach_the_servers_stderr_prefixed_camera() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("stderr");
+    let server = camera.server(&camera.exec("--stderr-line 'exposure locked at 1/120 s'"), &FAST);
+    let mut viewer = Watch::open(&server, &camera);
+    viewer.until("a camera frame", real);
+    wait_until("the camera's line on the server's stderr", || {
+        server.stderr.lock().unwrap().lines().any(|l| l == "camera: exposure locked at 1/120 s")
+    });
+}
+
+#[test]
+fn stats_describe_the_camera_source() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("stats");
+    // The first run writes 10 frames and exits; every later one fails.
+    let server =
+        camera.server(&camera.exec_first_then("--exit-after 10", "--fail-at-start"), &FAST);
+    let online = wait_for_value("/stats says online", || {
+        let source = Source::of(&server);
+        (source.string("state") == "online").then_some(source)
+    });
+    assert_eq!(online.string("kind"), "exec");
+    assert_eq!(online.number("pid"), Some(camera.pids()[0] as f64), "{:?}", online.0);
+    assert_eq!(online.number("restarts"), Some(0.0));
+    assert_eq!(online.raw("reason"), "null", "nothing is wrong while online");
+    let age = online.number("last_frame_age_s").expect("an age once a frame came");
+    assert!((0.0..1.0).contains(&age), "at 10 fps the last frame is {age} s old");
+
+    let offline = wait_for_value("/stats says offline after two restarts", || {
+        let source = Source::of(&server);
+        let restarts = source.number("restarts").unwrap();
+        (source.string("state") == "offline" && restarts >= 2.0).then_some(source)
+    });
+    assert_eq!(offline.string("kind"), "exec");
+    assert!(!offline.string("reason").is_empty(), "no reason: {:?}", offline.0);
+    let age = offline.number("last_frame_age_s").expect("the age of the last frame");
+    assert!(age >= 1.0, "two restarts after the last frame, it is {age} s old");
+    let _ = offline.number("pid"); // null, or a failing run's
+    assert_eq!(process_state(camera.pids()[0]), None, "the first run is not reaped");
+}
