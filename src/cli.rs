@@ -73,8 +73,8 @@ pub struct Args {
     pub client_timeout: u64,
 
     /// bytes a viewer may have waiting (unsent, or queued on the path) before it is given a new
-    /// frame: small keeps a slow link showing the newest frame instead of a queue (default 32768)
-    #[argh(option, default = "32 * 1024")]
+    /// frame: small keeps a slow link showing the newest frame instead of a queue (default 16384)
+    #[argh(option, default = "16 * 1024")]
     pub max_queued_bytes: u32,
 
     /// require HTTP Basic authentication with USER:PASS on every endpoint
