@@ -126,7 +126,7 @@ fn check_verdict(parsed: &Parsed, unix_micros: u64) {
             check_error(*status, false);
             check_error(*status, true);
         }
-        Parsed::Request(request) => check_request(request.framing, unix_micros, request.head_only),
+        Parsed::Request(request) => check_request(request.framing, unix_micros, request.head_only()),
     }
 }
 
