@@ -84,9 +84,19 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// A server this test started, killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the server with its stderr on a pipe the test holds both ends of;
 /// returns the child, its port and the read end (the start line taken).
-fn start_with_stderr_pipe(args: &[&str]) -> (std::process::Child, u16, BufReader<File>, OwnedFd) {
+fn start_with_stderr_pipe(args: &[&str]) -> (Killed, u16, BufReader<File>, OwnedFd) {
     let (reader, writer) = pipe();
     let ours = writer.try_clone().unwrap();
     let child = binary()
@@ -101,7 +111,7 @@ fn start_with_stderr_pipe(args: &[&str]) -> (std::process::Child, u16, BufReader
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
     let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).unwrap();
-    (child, port.parse().unwrap(), lines, ours)
+    (Killed(child), port.parse().unwrap(), lines, ours)
 }
 
 /// Reads frames from the server at `port` for `span`; returns how many.
@@ -118,20 +128,18 @@ fn frames_for(port: u16, span: Duration) -> usize {
 
 #[test]
 fn a_closed_stderr_neither_kills_nor_stops_the_server() {
-    let (mut child, port, lines, ours) = start_with_stderr_pipe(&["--stats", "1"]);
+    let (mut server, port, lines, ours) = start_with_stderr_pipe(&["--stats", "1"]);
     drop(lines);
     drop(ours);
     // Three stats lines go to a pipe with no reader (EPIPE) meanwhile.
     let got = frames_for(port, Duration::from_secs(3));
     assert!(got > 30, "{got} frames in 3 s of the 30 fps pattern");
-    assert!(child.try_wait().unwrap().is_none(), "the server died");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(server.0.try_wait().unwrap().is_none(), "the server died");
 }
 
 #[test]
 fn a_full_stderr_never_blocks_the_stream() {
-    let (mut child, port, mut lines, ours) = start_with_stderr_pipe(&["--stats", "1"]);
+    let (_server, port, mut lines, ours) = start_with_stderr_pipe(&["--stats", "1"]);
     // Fill the pipe from our own end until it would block.
     let fd = ours.as_raw_fd();
     // SAFETY: fcntl on a descriptor this test owns.
@@ -152,8 +160,6 @@ fn a_full_stderr_never_blocks_the_stream() {
         let n = lines.read(&mut buf).unwrap();
         seen.push_str(&String::from_utf8_lossy(&buf[..n]).replace('.', ""));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
