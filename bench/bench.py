@@ -65,7 +65,9 @@ def server_argv(name, port):
     """The command of each server, pinned to the server's CPU."""
     pin = ["taskset", "-c", SERVER_CPU]
     if name == "this":
-        return pin + [SERVER, "-p", str(port), "--bind", "127.0.0.1", "--stats", "1"]
+        # THIS_ARGS: extra flags for this server, for an A/B of a setting.
+        extra = os.environ.get("THIS_ARGS", "").split()
+        return pin + [SERVER, "-p", str(port), "--bind", "127.0.0.1", "--stats", "1"] + extra
     if name == "floor":
         return pin + [FLOOR, str(port)]
     if name == "vlc":

@@ -30,9 +30,11 @@ pub enum Timer {
     Drain,
     /// A frame to send while the source has none (offline, starting).
     Offline,
+    /// Telling systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
-const TIMERS: usize = 7;
+const TIMERS: usize = 8;
 
 #[derive(Default)]
 pub struct Deadlines {

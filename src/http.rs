@@ -31,7 +31,11 @@ pub enum Route {
     Index,
     /// Counters as JSON.
     Stats,
-    /// An empty favicon, so browsers stop asking.
+    /// The same counters for Prometheus.
+    Metrics,
+    /// The glass-to-glass latency page.
+    Latency,
+    /// A small icon, cached for a day so browsers stop asking.
     Favicon,
 }
 
@@ -184,6 +188,8 @@ impl Target {
             ("/video.mjpg" | "/stream" | "/stream.mjpg", _) => Route::Stream,
             ("/snapshot.jpg" | "/snapshot", _) => Route::Snapshot,
             ("/stats", _) => Route::Stats,
+            ("/metrics", _) => Route::Metrics,
+            ("/latency", _) => Route::Latency,
             ("/favicon.ico", _) => Route::Favicon,
             _ => return None,
         };
@@ -257,6 +263,17 @@ pub fn push_part_headers(
     );
 }
 
+/// The head of a response that caches may keep for `max_age` seconds.
+pub fn cached_head(content_type: &str, length: usize, max_age: u32, extra: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    common(&mut out, "200 OK", extra);
+    let _ = write!(
+        out,
+        "Content-Type: {content_type}\r\nContent-Length: {length}\r\nCache-Control: public, max-age={max_age}\r\n\r\n"
+    );
+    out.into_bytes()
+}
+
 /// The head of a complete response with a body of `length` bytes.
 pub fn response_head(status: &str, content_type: &str, length: usize, extra: &str) -> Vec<u8> {
     let mut out = String::with_capacity(256);
@@ -321,6 +338,8 @@ mod tests {
         assert_eq!(route("/"), Some(Route::Index));
         assert_eq!(route("/stats"), Some(Route::Stats));
         assert_eq!(route("/favicon.ico"), Some(Route::Favicon));
+        assert_eq!(route("/metrics"), Some(Route::Metrics));
+        assert_eq!(route("/latency"), Some(Route::Latency));
     }
 
     #[test]

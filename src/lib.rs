@@ -22,5 +22,6 @@ pub mod source;
 pub mod splitter;
 pub mod stats;
 pub mod supervisor;
+pub mod systemd;
 pub mod tcp;
 pub mod viewers;

@@ -124,6 +124,11 @@ pub fn line(args: fmt::Arguments) {
     }
 }
 
+/// Lines stderr has lost so far.
+pub fn dropped() -> u64 {
+    STDERR.get().map_or(0, Logger::dropped)
+}
+
 /// Waits up to `limit` for stderr's lines so far: for the final report,
 /// without hanging on a stderr nobody reads.
 pub fn flush(limit: Duration) {

@@ -2,7 +2,7 @@ use argh::FromArgs;
 use raspivid_mjpeg_server::cli::{self, Args};
 use raspivid_mjpeg_server::source::InputDriver;
 use raspivid_mjpeg_server::supervisor::Timing;
-use raspivid_mjpeg_server::{input, log, server};
+use raspivid_mjpeg_server::{input, log, server, systemd};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -60,7 +60,14 @@ fn run_main() -> ExitCode {
 }
 
 fn run(config: cli::Config) -> std::io::Result<()> {
-    let (listener, addr) = server::listen(&config)?;
+    // Under systemd's socket activation the listener is passed in.
+    let (listener, addr) = match systemd::listen_fd()? {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            (mio::net::TcpListener::from_std(listener), addr)
+        }
+        None => server::listen(&config)?,
+    };
     let now = Instant::now();
     let (driver, description) = match &config.source {
         cli::Source::Exec(command) => {

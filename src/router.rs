@@ -30,11 +30,30 @@ pub enum Reply {
     Stream { head: Vec<u8>, framing: Framing, max_fps: u32 },
     /// A whole response: `head`, then a snapshot's JPEG if any.
     Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>> },
-    /// `/stats`: the caller builds the document and sends it with [`page`].
-    Stats { head_only: bool },
+    /// `/stats` or `/metrics`: the caller gathers the figures and sends
+    /// them with [`page`].
+    Figures { format: Format, head_only: bool },
     /// A snapshot to answer with the camera's first frame, or with
     /// [`snapshot`] of what there is once [`SNAPSHOT_WAIT`] has passed.
     Await { head_only: bool },
+}
+
+/// How the figures are asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `/stats`.
+    Json,
+    /// `/metrics`: Prometheus's text exposition.
+    Prometheus,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 impl Reply {
@@ -77,10 +96,18 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
         Route::Index => {
             Reply::bytes(page(INDEX_HTML, "text/html; charset=utf-8", extra, head_only))
         }
-        Route::Favicon => {
-            Reply::bytes(http::response_head("204 No Content", "image/x-icon", 0, extra))
+        Route::Latency => {
+            Reply::bytes(page(LATENCY_HTML, "text/html; charset=utf-8", extra, head_only))
         }
-        Route::Stats => Reply::Stats { head_only },
+        Route::Favicon => {
+            let mut out = http::cached_head("image/x-icon", FAVICON.len(), FAVICON_MAX_AGE, extra);
+            if !head_only {
+                out.extend_from_slice(FAVICON);
+            }
+            Reply::bytes(out)
+        }
+        Route::Stats => Reply::Figures { format: Format::Json, head_only },
+        Route::Metrics => Reply::Figures { format: Format::Prometheus, head_only },
     }
 }
 
@@ -149,6 +176,12 @@ pub fn cors_headers(origin: Option<&str>) -> String {
 }
 
 const INDEX_HTML: &str = include_str!("index.html");
+const LATENCY_HTML: &str = include_str!("latency.html");
+
+/// A 32x32 camera. Cached for a day: WebKit, shown a bare stream, asks for
+/// the icon again on every part while the answer may not be kept.
+const FAVICON: &[u8] = include_bytes!("favicon.ico");
+const FAVICON_MAX_AGE: u32 = 86_400;
 
 #[cfg(test)]
 mod tests {
@@ -220,8 +253,18 @@ mod tests {
     fn stats_is_left_to_the_caller_and_errors_get_their_status() {
         assert!(matches!(
             ask("HEAD /stats HTTP/1.1\r\n\r\n", &ctx(None)),
-            Reply::Stats { head_only: true }
+            Reply::Figures { format: Format::Json, head_only: true }
         ));
+        assert!(matches!(
+            ask("GET /metrics HTTP/1.1\r\n\r\n", &ctx(None)),
+            Reply::Figures { format: Format::Prometheus, head_only: false }
+        ));
+        let Reply::Whole { head, .. } = ask("GET /favicon.ico HTTP/1.1\r\n\r\n", &ctx(None)) else {
+            panic!()
+        };
+        assert!(head.ends_with(FAVICON));
+        let head = String::from_utf8_lossy(&head[..head.len() - FAVICON.len()]).into_owned();
+        assert!(head.contains("Cache-Control: public, max-age=86400\r\n"), "{head}");
         let (head, _) = whole(ask("GET /nope HTTP/1.1\r\n\r\n", &ctx(None)));
         assert!(head.starts_with("HTTP/1.1 404"));
         let (head, _) = whole(ask("BREW / HTTP/1.1\r\n\r\n", &ctx(None)));
@@ -245,7 +288,7 @@ mod tests {
         assert!(whole(ask(other_scheme, &c)).0.starts_with("HTTP/1.1 401"));
         for scheme in ["Basic", "basic", "BASIC"] {
             let right = format!("GET /stats HTTP/1.1\r\nAuthorization: {scheme} eDp5\r\n\r\n");
-            assert!(matches!(ask(&right, &c), Reply::Stats { .. }), "{scheme}");
+            assert!(matches!(ask(&right, &c), Reply::Figures { .. }), "{scheme}");
         }
     }
 

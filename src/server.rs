@@ -15,10 +15,11 @@ use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Status};
 use crate::offline::{self, Renderer};
-use crate::router;
+use crate::router::{self, Format};
 use crate::source::{self, InputDriver};
-use crate::stats::{self, Stats};
+use crate::stats::{self, Figures, Stats};
 use crate::supervisor::Notice;
+use crate::systemd::Notifier;
 use crate::viewers::{Asked, Env, Policy, Viewers};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -95,6 +96,8 @@ pub struct Server {
     renderer: Option<Renderer>,
     /// Viewers are being shown a notice instead of frames.
     noticing: bool,
+    /// systemd's notification socket, when run as a `Type=notify` service.
+    notifier: Option<Notifier>,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -163,6 +166,7 @@ impl Server {
             draining: false,
             renderer: None,
             noticing: false,
+            notifier: Notifier::from_env(),
             signals: Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?,
             config,
         };
@@ -185,6 +189,11 @@ impl Server {
     /// an input that fails does.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
+        if let Some(notifier) = &self.notifier {
+            notifier.notify("READY=1");
+            let now = Instant::now();
+            self.deadlines.set(Timer::Watchdog, notifier.watchdog.map(|every| now + every));
+        }
         loop {
             let now = Instant::now();
             if self.draining
@@ -232,6 +241,13 @@ impl Server {
         if freed || self.deadlines.take_due(Timer::Accept, now) {
             self.accept_paused = false;
             self.accept(now);
+        }
+        if self.deadlines.take_due(Timer::Watchdog, now) {
+            // From the loop itself: a loop that hangs stops saying it lives.
+            if let Some(notifier) = &self.notifier {
+                notifier.notify("WATCHDOG=1");
+                self.deadlines.set(Timer::Watchdog, notifier.watchdog.map(|every| now + every));
+            }
         }
         if self.deadlines.take_due(Timer::Tick, now) {
             self.deadlines.set(Timer::Tick, Some(now + TICK));
@@ -353,18 +369,24 @@ impl Server {
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
         let starting = self.input.starting();
         let asked = self.viewers.ready(key, readable, now, starting, env!(self));
-        if let Some(Asked::Stats { head_only }) = asked {
-            // Only now, for /stats, walk the viewers.
+        if let Some(Asked::Figures { format, head_only }) = asked {
+            // Only now, for /stats or /metrics, walk the viewers.
             self.stats.refresh(self.input.bytes_in, self.viewers.skipped_pending());
-            let json = self.stats.json(
+            let source = self.input.describe(now);
+            let figures = Figures {
                 now,
-                self.input.counters(),
-                self.viewers.len(),
-                &self.viewers.json(now),
-                &self.input.describe(now),
-            );
+                input: self.input.counters(),
+                clients: self.viewers.len(),
+                viewers: self.viewers.streaming(),
+                source: &source,
+                log_dropped: crate::log::dropped(),
+            };
+            let body = match format {
+                Format::Json => self.stats.json(&figures, &self.viewers.json(now)),
+                Format::Prometheus => self.stats.metrics(&figures),
+            };
             let extra = self.viewers.extra_headers();
-            let page = router::page(&json, "application/json", extra, head_only);
+            let page = router::page(&body, format.content_type(), extra, head_only);
             self.viewers.reply(key, page, now, env!(self));
         }
     }
@@ -418,6 +440,9 @@ impl Server {
     fn drain(&mut self, now: Instant) {
         if !self.draining {
             self.draining = true;
+            if let Some(notifier) = &self.notifier {
+                notifier.notify("STOPPING=1");
+            }
             let _ = self.poll.registry().deregister(&mut self.listener);
             self.deadlines.set(Timer::Accept, None);
             self.deadlines.set(Timer::Drain, Some(now + DRAIN));

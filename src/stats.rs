@@ -121,47 +121,215 @@ impl Stats {
         line
     }
 
+    /// Every figure once, with its `/stats` key and its Prometheus name:
+    /// the one table both documents are made from.
+    fn table(&self, f: &Figures) -> Vec<Row> {
+        use Kind::{Counter, Gauge};
+        use Value::{Float, Int};
+        let c = f.input;
+        let source_up = u64::from(f.source.state == "online");
+        let age = f.source.last_frame.map(|t| f.now.duration_since(t).as_secs_f64());
+        vec![
+            row(
+                "uptime_s",
+                "uptime_seconds",
+                "Seconds since the server started.",
+                Gauge,
+                Float(f.now.duration_since(self.started).as_secs_f64(), 3),
+            ),
+            row(
+                "frames_in",
+                "input_frames_total",
+                "JPEG frames cut from the input.",
+                Counter,
+                Int(c.frames),
+            ),
+            row("fps_in", "", "", Gauge, Float(self.fps_in, 1)),
+            row("fps_out", "", "", Gauge, Float(self.fps_out, 1)),
+            row(
+                "bytes_in",
+                "input_bytes_total",
+                "Bytes read from the input.",
+                Counter,
+                Int(self.bytes_in),
+            ),
+            row(
+                "bytes_out",
+                "sent_bytes_total",
+                "Bytes written to clients.",
+                Counter,
+                Int(self.bytes_out),
+            ),
+            row("clients", "clients", "Clients connected.", Gauge, Int(f.clients as u64)),
+            row(
+                "viewers",
+                "viewers",
+                "Clients receiving the stream.",
+                Gauge,
+                Int(f.viewers as u64),
+            ),
+            row(
+                "clients_total",
+                "connections_total",
+                "Connections accepted.",
+                Counter,
+                Int(self.clients_total),
+            ),
+            row(
+                "clients_refused",
+                "connections_refused_total",
+                "Connections refused with 503 past --max-clients.",
+                Counter,
+                Int(self.clients_refused),
+            ),
+            row(
+                "clients_timed_out",
+                "clients_timed_out_total",
+                "Clients closed for sending no request or taking no data in time.",
+                Counter,
+                Int(self.clients_timed_out),
+            ),
+            row(
+                "accept_pauses",
+                "accept_pauses_total",
+                "Times accepting rested because file descriptors ran out.",
+                Counter,
+                Int(self.accept_pauses),
+            ),
+            row(
+                "frames_out",
+                "sent_frames_total",
+                "Frames sent whole, summed over viewers.",
+                Counter,
+                Int(self.frames_out),
+            ),
+            row(
+                "frames_skipped",
+                "skipped_frames_total",
+                "Frames a viewer skipped to take a newer one.",
+                Counter,
+                Int(self.skipped()),
+            ),
+            row(
+                "garbage_bytes",
+                "input_garbage_bytes_total",
+                "Input bytes outside any JPEG frame.",
+                Counter,
+                Int(c.garbage_bytes),
+            ),
+            row(
+                "broken_frames",
+                "input_dropped_frames_total{reason=\"broken\"}",
+                "Input frames dropped, by reason.",
+                Counter,
+                Int(c.broken_frames),
+            ),
+            row(
+                "oversize_frames",
+                "input_dropped_frames_total{reason=\"oversize\"}",
+                "Input frames dropped, by reason.",
+                Counter,
+                Int(c.oversize_frames),
+            ),
+            row(
+                "log_lines_dropped",
+                "log_lines_dropped_total",
+                "Log lines dropped because stderr was not being read.",
+                Counter,
+                Int(f.log_dropped),
+            ),
+            row("", "source_up", "1 while the source sends frames.", Gauge, Int(source_up)),
+            row(
+                "",
+                "source_restarts_total",
+                "Times the camera was started again.",
+                Counter,
+                Int(f.source.restarts),
+            ),
+            row(
+                "",
+                "source_last_frame_age_seconds",
+                "Seconds since the source's last frame.",
+                Gauge,
+                Float(age.unwrap_or(f64::NAN), 3),
+            ),
+        ]
+    }
+
     /// The `/stats` document; `viewers` is a JSON array of per-viewer figures.
-    pub fn json(
-        &self,
-        now: Instant,
-        input: &Counters,
-        clients: usize,
-        viewers: &str,
-        source: &Described,
-    ) -> String {
+    pub fn json(&self, f: &Figures, viewers: &str) -> String {
         let h = &self.latency;
-        let mut out = String::with_capacity(512);
+        let mut out = String::with_capacity(1024);
+        out.push('{');
+        for r in self.table(f).iter().filter(|r| !r.json.is_empty()) {
+            let _ = write!(out, "\"{}\":{},", r.json, r.value);
+        }
         let _ = write!(
             out,
-            "{{\"uptime_s\":{:.3},\"frames_in\":{},\"fps_in\":{:.1},\"fps_out\":{:.1},\
-             \"bytes_in\":{},\"bytes_out\":{},\"clients\":{clients},\"clients_total\":{},\
-             \"clients_refused\":{},\"clients_timed_out\":{},\"accept_pauses\":{},\"frames_out\":{},\
-             \"frames_skipped\":{},\"garbage_bytes\":{},\"broken_frames\":{},\"oversize_frames\":{},\
-             \"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
+            "\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\
              \"source\":{},\"viewers\":{viewers}}}",
-            now.duration_since(self.started).as_secs_f64(),
-            input.frames,
-            self.fps_in,
-            self.fps_out,
-            self.bytes_in,
-            self.bytes_out,
-            self.clients_total,
-            self.clients_refused,
-            self.clients_timed_out,
-            self.accept_pauses,
-            self.frames_out,
-            self.skipped(),
-            input.garbage_bytes,
-            input.broken_frames,
-            input.oversize_frames,
             h.len(),
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.9),
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
-            source_json(source, now),
+            source_json(f.source, f.now),
+        );
+        out
+    }
+
+    /// The Prometheus text exposition (version 0.0.4) of the same table,
+    /// the delivery latency as a histogram in seconds, the source's state
+    /// as one series per state, and the build.
+    pub fn metrics(&self, f: &Figures) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut last = "";
+        for r in self.table(f).iter().filter(|r| !r.metric.is_empty()) {
+            let name = r.metric.split('{').next().unwrap_or(r.metric);
+            if name != last {
+                let kind = match r.kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                };
+                let _ =
+                    write!(out, "# HELP {PREFIX}{name} {}\n# TYPE {PREFIX}{name} {kind}\n", r.help);
+                last = name;
+            }
+            let _ = writeln!(out, "{PREFIX}{} {}", r.metric, r.value.prometheus());
+        }
+        let name = format!("{PREFIX}source_state");
+        let _ = write!(
+            out,
+            "# HELP {name} The source's state: 1 for the one it is in.\n# TYPE {name} gauge\n"
+        );
+        for state in ["starting", "online", "offline", "stopped"] {
+            let _ =
+                writeln!(out, "{name}{{state=\"{state}\"}} {}", u8::from(f.source.state == state));
+        }
+        let name = format!("{PREFIX}delivery_latency_seconds");
+        let _ = write!(
+            out,
+            "# HELP {name} Time from the read that completed a frame to the write that finished it, per viewer and frame.\n\
+             # TYPE {name} histogram\n"
+        );
+        let h = &self.latency;
+        for bound in LATENCY_BUCKETS {
+            let micros = (bound * 1e6) as u64;
+            let count = if h.is_empty() { 0 } else { h.count_between(0, micros) };
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+        }
+        let sum = h.mean() * h.len() as f64 / 1e6;
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {len}\n{name}_sum {sum}\n{name}_count {len}\n",
+            len = h.len()
+        );
+        let name = format!("{PREFIX}build_info");
+        let _ = write!(
+            out,
+            "# HELP {name} The version running.\n# TYPE {name} gauge\n{name}{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
         );
         out
     }
@@ -181,6 +349,78 @@ impl Stats {
             self.clients_total,
         )
     }
+}
+
+/// Every metric's name starts so.
+const PREFIX: &str = "raspivid_mjpeg_server_";
+
+/// Upper bounds of the latency histogram's buckets, in seconds: from what
+/// loopback achieves (0.1 ms) to what a stalled link shows (seconds).
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// The figures kept outside [`Stats`], gathered when shown.
+pub struct Figures<'a> {
+    pub now: Instant,
+    pub input: &'a Counters,
+    pub clients: usize,
+    pub viewers: usize,
+    pub source: &'a Described<'a>,
+    pub log_dropped: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    Int(u64),
+    /// With this many decimals in `/stats`.
+    Float(f64, usize),
+}
+
+impl Value {
+    fn prometheus(self) -> String {
+        match self {
+            Value::Int(n) => n.to_string(),
+            Value::Float(x, _) if x.is_nan() => "NaN".into(),
+            Value::Float(x, _) => x.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    /// As JSON: a number, or null for none.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match *self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Float(x, _) if x.is_nan() => f.write_str("null"),
+            Value::Float(x, decimals) => write!(f, "{x:.decimals$}"),
+        }
+    }
+}
+
+/// One figure: its `/stats` key (empty: not there), its metric name after
+/// [`PREFIX`], with labels (empty: not there), help, kind and value.
+struct Row {
+    json: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    kind: Kind,
+    value: Value,
+}
+
+fn row(
+    json: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    kind: Kind,
+    value: Value,
+) -> Row {
+    Row { json, metric, help, kind, value }
 }
 
 /// The source's kind, state, why it is down, its process, restarts, and
@@ -293,7 +533,15 @@ mod tests {
             restarts: 2,
             last_frame: Some(t0),
         };
-        let json = stats.json(t0 + Duration::from_secs(2), &counters, 3, "[]", &source);
+        let figures = Figures {
+            now: t0 + Duration::from_secs(2),
+            input: &counters,
+            clients: 3,
+            viewers: 1,
+            source: &source,
+            log_dropped: 0,
+        };
+        let json = stats.json(&figures, "[]");
         assert!(json.starts_with("{\"uptime_s\":2.000,\"frames_in\":60,\"fps_in\":30.0,"));
         assert!(json.contains("\"clients\":3,"));
         assert!(json.contains("\"garbage_bytes\":7,"));
@@ -304,5 +552,24 @@ mod tests {
         ), "{json}");
         assert!(json.ends_with("},\"viewers\":[]}"));
         assert_eq!(json_string("a\nb\\"), "\"a\\u000ab\\\\\"");
+        let metrics = stats.metrics(&figures);
+        for line in [
+            "# TYPE raspivid_mjpeg_server_input_frames_total counter\n",
+            "raspivid_mjpeg_server_input_frames_total 60\n",
+            "raspivid_mjpeg_server_input_dropped_frames_total{reason=\"broken\"} 0\n",
+            "raspivid_mjpeg_server_source_state{state=\"offline\"} 1\n",
+            "raspivid_mjpeg_server_source_up 0\n",
+            "raspivid_mjpeg_server_delivery_latency_seconds_bucket{le=\"0.0005\"} 0\n",
+            "raspivid_mjpeg_server_delivery_latency_seconds_bucket{le=\"0.001\"} 1\n",
+            "raspivid_mjpeg_server_delivery_latency_seconds_count 1\n",
+            "raspivid_mjpeg_server_build_info{version=",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+        }
+        // HELP and TYPE once per name, even with several labelled series.
+        assert_eq!(
+            metrics.matches("# TYPE raspivid_mjpeg_server_input_dropped_frames_total").count(),
+            1
+        );
     }
 }

@@ -77,7 +77,7 @@ struct Conn {
 
 /// What a client asked for that only the caller can answer.
 pub enum Asked {
-    Stats { head_only: bool },
+    Figures { format: router::Format, head_only: bool },
 }
 
 /// Clients by state, kept where states change: admission counts only
@@ -281,7 +281,9 @@ impl Viewers {
                 self.census.streaming += 1;
             }
             Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
-            Reply::Stats { head_only } => return Some(Asked::Stats { head_only }),
+            Reply::Figures { format, head_only } => {
+                return Some(Asked::Figures { format, head_only })
+            }
             Reply::Await { head_only } => {
                 let until = now + router::SNAPSHOT_WAIT;
                 conn.client.state = State::Awaiting { until, head_only };
