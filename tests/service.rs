@@ -48,7 +48,7 @@ fn systemd_hears_ready_then_the_watchdog_then_stopping() {
     let mut server = Server::start_configured(&[], |c| {
         c.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "200000");
     });
-    let mut next = || {
+    let next = || {
         let mut buf = [0; 256];
         let n = systemd.recv(&mut buf).expect("a notification in time");
         String::from_utf8_lossy(&buf[..n]).into_owned()
