@@ -145,6 +145,8 @@ pub enum Source {
     Pattern,
     /// A camera process the server runs, restarts and stops.
     Exec(String),
+    /// Another server's stream, relayed.
+    Http(crate::upstream::Url),
 }
 
 #[derive(Clone, Debug)]
@@ -201,13 +203,18 @@ impl Args {
         if chosen.iter().filter(|&&c| c).count() > 1 {
             return Err("choose one of --input, --file, --pattern and --exec".into());
         }
-        if self.on_demand && self.exec.is_none() {
+        let relay = self.input.as_ref().and_then(|p| p.to_str()).is_some_and(|p| p.contains("://"));
+        if self.on_demand && self.exec.is_none() && !relay {
             return Err(
-                "--on-demand needs --exec: only a camera the server runs can be stopped".into()
+                "--on-demand needs --exec or an http:// --input: a source the server starts".into(),
             );
         }
         let source = match (self.input, self.file) {
             _ if self.exec.is_some() => Source::Exec(self.exec.unwrap_or_default()),
+            (Some(path), _) if relay => {
+                let url = crate::upstream::Url::parse(&path.to_string_lossy())?;
+                Source::Http(url)
+            }
             (Some(path), _) => Source::Path(path),
             (_, Some(list)) => {
                 Source::List { list, delay: Duration::from_micros(self.delay.max(1)) }
@@ -321,6 +328,9 @@ mod tests {
         assert!(parse(&["s", "--pattern", "--input", "x"]).unwrap_err().contains("one of"));
         assert!(parse(&["s", "--exec", "cam", "--input", "x"]).unwrap_err().contains("one of"));
         assert!(parse(&["s", "--on-demand"]).unwrap_err().contains("needs --exec"));
+        assert!(parse(&["s", "--input", "https://x/"]).unwrap_err().contains("only http://"));
+        let relay = parse(&["s", "--on-demand", "--input", "http://pi:8554/video.mjpg"]).unwrap();
+        assert!(matches!(relay.source, Source::Http(ref u) if u.host == "pi" && u.port == 8554));
         // Once an overflow of the clock: every interval has a ceiling.
         let huge = "18446744073709551615";
         assert!(parse(&["s", "--stats", huge]).unwrap_err().contains("--stats"));

@@ -91,7 +91,9 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
                 label("the test pattern", what),
             ))
         }
-        Source::Exec(_) => Err(io::Error::other("a camera command is run by the input driver")),
+        Source::Exec(_) | Source::Http(_) => {
+            Err(io::Error::other("a camera or a relay is run by the input driver"))
+        }
     }
 }
 

@@ -80,6 +80,17 @@ fn run(config: cli::Config) -> std::io::Result<()> {
             let when = if config.linger.is_some() { ", started when watched" } else { "" };
             (driver, format!("the camera `{command}`{when}"))
         }
+        cli::Source::Http(url) => {
+            let timing = Timing {
+                source_timeout: config.source_timeout,
+                kill_timeout: config.kill_timeout,
+                linger: config.linger,
+            };
+            let shown = url.shown();
+            let driver = InputDriver::relay(url.clone(), timing, config.max_frame_bytes, now);
+            let when = if config.linger.is_some() { ", connected when watched" } else { "" };
+            (driver, format!("a relay of {shown}{when}"))
+        }
         source => {
             let (input, what) = input::open(source, config.fps).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open the input: {e}"))

@@ -174,7 +174,7 @@ impl Server {
         registry.register(&mut server.listener, LISTENER, Interest::READABLE)?;
         registry.register(&mut server.signals, SIGNALS, Interest::READABLE)?;
         server.input.register(registry, INPUT)?;
-        if server.input.notice_due().is_some() || server.input.describe(now).kind == "exec" {
+        if server.input.can_go_quiet() {
             let waker = Arc::new(Waker::new(registry, RENDERED)?);
             server.renderer = Some(Renderer::spawn(waker)?);
         }

@@ -13,8 +13,10 @@ frames. With `--exec` it runs the camera, as its [`Supervisor`] says.
 
 use crate::camera::{self, Process};
 use crate::input::{self, AtEnd, Input};
+use crate::relay::{Relay, Turn};
 use crate::splitter::{Counters, Splitter};
 use crate::supervisor::{Action, Notice, Supervisor, Timing};
+use crate::upstream::Url;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use std::fs::File;
@@ -52,6 +54,26 @@ struct Exec {
 enum Feed {
     Input(Input),
     Exec(Box<Exec>),
+    Relay(Box<Relay>),
+}
+
+impl Feed {
+    /// What decides when the source runs, for a camera or a relay.
+    fn supervisor(&self) -> Option<&Supervisor> {
+        match self {
+            Feed::Exec(exec) => Some(&exec.supervisor),
+            Feed::Relay(relay) => Some(&relay.supervisor),
+            Feed::Input(_) => None,
+        }
+    }
+
+    fn supervisor_mut(&mut self) -> Option<&mut Supervisor> {
+        match self {
+            Feed::Exec(exec) => Some(&mut exec.supervisor),
+            Feed::Relay(relay) => Some(&mut relay.supervisor),
+            Feed::Input(_) => None,
+        }
+    }
 }
 
 /// The source for `/stats`.
@@ -97,6 +119,8 @@ pub struct InputDriver {
     offline_after: Duration,
     /// The source's state changed since [`InputDriver::take_changed`].
     changed: bool,
+    /// The token the input's events come with.
+    token: Token,
 }
 
 impl InputDriver {
@@ -127,6 +151,16 @@ impl InputDriver {
         driver
     }
 
+    /// A driver that relays the stream at `url`.
+    pub fn relay(url: Url, timing: Timing, max_frame_bytes: usize, now: Instant) -> InputDriver {
+        let what = url.shown();
+        let relay = Relay::new(url, timing, now);
+        let mut driver =
+            InputDriver::with_feed(Feed::Relay(Box::new(relay)), what, max_frame_bytes, now);
+        driver.offline_after = OFFLINE_AFTER.min(timing.source_timeout);
+        driver
+    }
+
     /// Shows viewers a notice when frames stop (a FIFO).
     pub fn with_notices(mut self, source_timeout: Duration) -> InputDriver {
         self.notices = true;
@@ -136,7 +170,8 @@ impl InputDriver {
 
     fn with_feed(feed: Feed, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
         InputDriver {
-            notices: matches!(feed, Feed::Exec(_)),
+            notices: feed.supervisor().is_some(),
+            token: Token(0),
             feed,
             what,
             splitter: Splitter::new(max_frame_bytes),
@@ -164,6 +199,7 @@ impl InputDriver {
     /// which systemd gives a service as stdin, directories, some devices):
     /// the error then says which, and what to give instead.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        self.token = token;
         let Feed::Input(Input::Polled { file, .. }) = &self.feed else { return Ok(()) };
         registry.register(&mut SourceFd(&file.as_raw_fd()), token, Interest::READABLE).map_err(
             |e| {
@@ -197,6 +233,7 @@ impl InputDriver {
                     process.signal(libc::SIGTERM);
                 }
             }
+            Feed::Relay(relay) => relay.close(registry),
         }
         self.ended = true;
         self.pending = false;
@@ -214,6 +251,9 @@ impl InputDriver {
                 Feed::Input(Input::Paced { .. }) => Some(self.next_paced),
                 Feed::Input(Input::Polled { .. }) => None,
                 Feed::Exec(exec) => exec.supervisor.deadline(),
+                Feed::Relay(relay) => {
+                    relay.supervisor.deadline().into_iter().chain(relay.deadline(now)).min()
+                }
             }
         }
     }
@@ -235,6 +275,7 @@ impl InputDriver {
                 self.read_paced(now, publish)?
             }
             Feed::Input(Input::Paced { .. }) => Status::Open,
+            Feed::Relay(_) => self.read_relay(now, registry, publish),
             _ => self.read_polled(registry, publish)?,
         };
         if self.splitter.counters.frames > frames {
@@ -243,8 +284,8 @@ impl InputDriver {
                 self.changed = true;
             }
             self.last_frame = Some(at);
-            if let Feed::Exec(exec) = &mut self.feed {
-                exec.supervisor.frame(at);
+            if let Some(supervisor) = self.feed.supervisor_mut() {
+                supervisor.frame(at);
             }
         }
         if self.splitter.counters.oversize_frames > 0 && !self.warned_oversize {
@@ -360,10 +401,16 @@ impl InputDriver {
     /// Runs what the camera's supervisor asks for now: starts, stops.
     /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
     pub fn supervise(&mut self, now: Instant, registry: &Registry, frames: Token, errors: Token) {
-        let Feed::Exec(exec) = &mut self.feed else { return };
         if self.ended {
             return;
         }
+        if let Feed::Relay(relay) = &mut self.feed {
+            if let Err(reason) = relay.resolved(registry, frames) {
+                self.relay_failed(&reason, now);
+            }
+            return self.supervise_relay(now, registry);
+        }
+        let Feed::Exec(exec) = &mut self.feed else { return };
         while let Some(action) = exec.supervisor.poll(now) {
             self.changed = true;
             match action {
@@ -377,11 +424,13 @@ impl InputDriver {
                                 exec.supervisor.spawned(now);
                                 self.splitter.finish();
                             }
-                            Err(e) => exec.supervisor.spawn_failed(&e.to_string(), now),
+                            Err(e) => exec
+                                .supervisor
+                                .spawn_failed(&format!("cannot start the camera: {e}"), now),
                         }
                     }
                     Err(e) => {
-                        exec.supervisor.spawn_failed(&e.to_string(), now);
+                        exec.supervisor.spawn_failed(&format!("cannot start the camera: {e}"), now);
                         crate::log!("camera: {}", exec.supervisor.reason);
                     }
                 },
@@ -396,6 +445,66 @@ impl InputDriver {
                 }
             }
         }
+    }
+
+    /// Connects, reconnects and disconnects the relay, as its supervisor says.
+    fn supervise_relay(&mut self, now: Instant, registry: &Registry) {
+        let token = self.token;
+        let Feed::Relay(relay) = &mut self.feed else { return };
+        while let Some(action) = relay.supervisor.poll(now) {
+            self.changed = true;
+            match action {
+                Action::Spawn => match relay.start(registry, token) {
+                    Ok(()) => {
+                        relay.supervisor.spawned(now);
+                        self.splitter.finish();
+                    }
+                    Err(reason) => {
+                        crate::log!("relay: {reason}");
+                        relay.supervisor.spawn_failed(&reason, now);
+                    }
+                },
+                // A connection stops at once: closed is as good as exited.
+                Action::Term | Action::Kill => {
+                    let reason = relay.supervisor.reason.clone();
+                    relay.close(registry);
+                    relay.supervisor.exited(&reason, now);
+                    crate::log!("relay: {reason}; disconnected");
+                }
+            }
+        }
+    }
+
+    /// Reads the relay's connection: its body goes to the splitter.
+    fn read_relay(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        publish: &mut dyn FnMut(Vec<u8>, Instant),
+    ) -> Status {
+        let Feed::Relay(relay) = &mut self.feed else { return Status::Open };
+        let (splitter, bytes_in) = (&mut self.splitter, &mut self.bytes_in);
+        let turn = relay.ready(registry, self.token, &mut self.buf, &mut |body| {
+            *bytes_in += body.len() as u64;
+            feed(splitter, body, Instant::now(), publish);
+        });
+        match turn {
+            Turn::Open { more } => self.pending = more,
+            Turn::Failed(reason) => self.relay_failed(&reason, now),
+        }
+        Status::Open
+    }
+
+    fn relay_failed(&mut self, reason: &str, now: Instant) {
+        if self.splitter.finish() {
+            crate::log!("warning: the upstream stopped in the middle of a frame; it was dropped");
+        }
+        if let Feed::Relay(relay) = &mut self.feed {
+            crate::log!("relay: {reason}");
+            relay.supervisor.exited(reason, now);
+        }
+        self.pending = false;
+        self.changed = true;
     }
 
     /// After SIGCHLD: reaps the camera if it has ended, taking the frames
@@ -417,7 +526,7 @@ impl InputDriver {
         if self.splitter.finish() {
             crate::log!("warning: the camera ended in the middle of a frame; it was dropped");
         }
-        exec.supervisor.exited(&camera::describe(status), now);
+        exec.supervisor.exited(&format!("camera {}", camera::describe(status)), now);
         if !self.ended {
             let reason = &exec.supervisor.reason;
             match exec.supervisor.phase {
@@ -438,8 +547,8 @@ impl InputDriver {
 
     /// Whether somebody watches; with `--on-demand` the camera runs only then.
     pub fn want(&mut self, wanted: bool, now: Instant) {
-        if let Feed::Exec(exec) = &mut self.feed {
-            exec.supervisor.want(wanted, now);
+        if let Some(supervisor) = self.feed.supervisor_mut() {
+            supervisor.want(wanted, now);
         }
     }
 
@@ -453,14 +562,20 @@ impl InputDriver {
         if !self.notices || self.ended {
             return None;
         }
-        match &self.feed {
-            Feed::Exec(exec) => exec.supervisor.notice(now, self.offline_after),
-            Feed::Input(_) => {
+        match self.feed.supervisor() {
+            Some(supervisor) => supervisor.notice(now, self.offline_after),
+            None => {
                 let silent = now.duration_since(self.last_frame?);
                 (silent >= self.offline_after)
                     .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
             }
         }
+    }
+
+    /// True for a source that may have no frames for a while (a camera, a
+    /// relay, a FIFO): viewers are shown notices then.
+    pub fn can_go_quiet(&self) -> bool {
+        self.notices
     }
 
     /// When a notice would next begin, if frames stop now.
@@ -471,7 +586,7 @@ impl InputDriver {
     /// True while a snapshot should wait for the camera's next first frame
     /// (it is starting, or about to), rather than be given what there is.
     pub fn starting(&self) -> bool {
-        matches!(&self.feed, Feed::Exec(exec) if exec.supervisor.awaiting_first_frame())
+        self.feed.supervisor().is_some_and(Supervisor::awaiting_first_frame)
     }
 
     /// The source, for `/stats`.
@@ -484,6 +599,17 @@ impl InputDriver {
                     state: s.state(),
                     reason: (s.state() != "online").then_some(s.reason.as_str()),
                     pid: exec.process.as_ref().map(Process::pid),
+                    restarts: s.restarts(),
+                    last_frame: self.last_frame,
+                }
+            }
+            Feed::Relay(relay) => {
+                let s = &relay.supervisor;
+                Described {
+                    kind: "relay",
+                    state: s.state(),
+                    reason: (s.state() != "online").then_some(s.reason.as_str()),
+                    pid: None,
                     restarts: s.restarts(),
                     last_frame: self.last_frame,
                 }
@@ -514,7 +640,7 @@ impl InputDriver {
 fn process(feed: &mut Feed) -> Option<&mut Process> {
     match feed {
         Feed::Exec(exec) => exec.process.as_mut(),
-        Feed::Input(_) => None,
+        Feed::Input(_) | Feed::Relay(_) => None,
     }
 }
 

@@ -135,10 +135,10 @@ impl Supervisor {
         self.reason = "starting camera".into();
     }
 
-    /// The camera could not be started.
-    pub fn spawn_failed(&mut self, error: &str, now: Instant) {
+    /// The source could not be started, for `reason`.
+    pub fn spawn_failed(&mut self, reason: &str, now: Instant) {
         self.starts += 1;
-        self.fail(format!("cannot start the camera: {error}"), now);
+        self.fail(reason.to_string(), now);
     }
 
     /// A frame came.
@@ -156,8 +156,8 @@ impl Supervisor {
         }
     }
 
-    /// The camera process ended, with `status` in words.
-    pub fn exited(&mut self, status: &str, now: Instant) {
+    /// The source ended (the camera exited, the upstream closed), for `reason`.
+    pub fn exited(&mut self, reason: &str, now: Instant) {
         match (self.phase, self.stopping.take()) {
             (Phase::Stopping { .. }, Some(Cause::Unwatched)) if !self.wanted => {
                 self.phase = Phase::Idle;
@@ -171,7 +171,7 @@ impl Supervisor {
             (Phase::Stopping { .. }, _) => {
                 self.phase = Phase::Waiting { at: now + backoff(self.failures) };
             }
-            _ => self.fail(format!("camera {status}"), now),
+            _ => self.fail(reason.to_string(), now),
         }
     }
 
@@ -325,7 +325,7 @@ mod tests {
         for _ in 0..12 {
             assert_eq!(s.poll(now), Some(Action::Spawn));
             s.spawned(now);
-            s.exited("exited with status 1", now);
+            s.exited("camera exited with status 1", now);
             assert_eq!(s.state(), "offline");
             let Phase::Waiting { at } = s.phase else { panic!("{:?}", s.phase) };
             gaps.push((at - now).as_secs());
@@ -348,7 +348,7 @@ mod tests {
         for i in 0..8 {
             s.poll(t);
             s.spawned(t);
-            s.exited("exited with status 1", t + secs(i));
+            s.exited("camera exited with status 1", t + secs(i));
         }
         assert_eq!(backoff(s.failures), secs(5));
         let start = t + secs(100);
@@ -396,7 +396,7 @@ mod tests {
         let t = Instant::now();
         let mut s = Supervisor::new(timing(None), t);
         s.poll(t);
-        s.spawn_failed("No such file or directory", t);
+        s.spawn_failed("cannot start the camera: No such file", t);
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(1) });
         assert!(s.reason.starts_with("cannot start the camera"));
     }

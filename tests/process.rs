@@ -110,7 +110,8 @@ fn start_with_stderr_pipe(args: &[&str]) -> (Killed, u16, BufReader<File>, Owned
     let mut lines = BufReader::new(File::from(reader));
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
-    let port = line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).unwrap();
+    let port = line.rsplit_once(" on http://127.0.0.1:").and_then(|(_, r)| r.split('/').next());
+    let port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
     (Killed(child), port.parse().unwrap(), lines, ours)
 }
 

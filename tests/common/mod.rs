@@ -50,8 +50,10 @@ impl Server {
         let log = Arc::clone(&stderr);
         let log_reader = thread::spawn(move || {
             for line in lines.by_ref().map_while(Result::ok) {
+                // "streaming SOURCE on http://127.0.0.1:PORT/video.mjpg"; the
+                // source may name another address (a relay's upstream).
                 if let Some(port) =
-                    line.split("127.0.0.1:").nth(1).and_then(|r| r.split('/').next())
+                    line.rsplit_once(" on http://127.0.0.1:").and_then(|(_, r)| r.split('/').next())
                 {
                     let _ = tx.send(port.parse::<u16>().unwrap());
                 }

@@ -1,0 +1,200 @@
+//! The relay input: this server reading another server's stream, in every
+//! framing real servers send, with one upstream connection however many
+//! watch, through the upstream's failures.
+
+mod common;
+
+use common::{frames, json_number, produce, Server, Viewer, STEP};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A process this test started, killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// JPEG files 000.jpg… of distinct frames in a fresh directory.
+fn frame_dir(name: &str, sent: &[Vec<u8>]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rms-relay-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, jpeg) in sent.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i:03}.jpg")), jpeg).unwrap();
+    }
+    dir
+}
+
+/// tests/relay/upstream.py serving `dir` in `mode`; returns it and its port.
+fn upstream(dir: &Path, mode: &str, extra: &[&str]) -> (Killed, u16) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/relay/upstream.py");
+    let mut child = Command::new("python3")
+        .args([script, "--dir", dir.to_str().unwrap(), "--mode", mode, "--fps", "30"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("no port from upstream.py: {line:?}"));
+    (Killed(child), port)
+}
+
+fn relay(port: u16, args: &[&str]) -> Server {
+    let url = format!("http://127.0.0.1:{port}/video.mjpg");
+    let mut all = vec!["--input", url.as_str()];
+    all.extend_from_slice(args);
+    Server::start_configured(&all, |c| {
+        c.stdin(Stdio::null());
+    })
+}
+
+/// The source object of `/stats`, as text.
+fn source(server: &Server) -> String {
+    let stats = server.stats();
+    let at = stats.find("\"source\":").expect("a source in /stats");
+    stats[at..].split('}').next().unwrap().to_string()
+}
+
+#[test]
+fn every_framing_real_servers_send_is_relayed_frame_for_frame() {
+    let sent = frames(6);
+    let dir = frame_dir("framings", &sent);
+    for mode in ["length", "before", "chunked", "original", "quoted", "advance"] {
+        let (_upstream, port) = upstream(&dir, mode, &[]);
+        let server = relay(port, &[]);
+        let mut viewer = Viewer::open(&server, "/video.mjpg");
+        let mut seen = HashSet::new();
+        // The "starting" placeholder may come first, before the upstream's
+        // first frame; then two rounds of its six, each byte-identical.
+        let mut jpeg = viewer.next_frame();
+        for _ in 0..2 {
+            if !sent.contains(&jpeg) {
+                jpeg = viewer.next_frame();
+            }
+        }
+        for _ in 0..12 {
+            let index = sent.iter().position(|f| *f == jpeg);
+            assert!(index.is_some(), "{mode}: a frame arrived altered ({} bytes)", jpeg.len());
+            seen.extend(index);
+            jpeg = viewer.next_frame();
+        }
+        assert!(seen.len() >= 5, "{mode}: only frames {seen:?} of 6 came through");
+        assert!(source(&server).contains("\"state\":\"online\""), "{mode}: {}", source(&server));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_relay_of_this_server_opens_one_upstream_connection_for_every_viewer() {
+    let mut origin = Server::start(&[]);
+    let sent = frames(30);
+    // On demand: fifty viewers arriving together must not race to open
+    // fifty upstream connections.
+    let server = relay(origin.port, &["--on-demand", "--linger", "2"]);
+    let viewers: Vec<_> = (0..50)
+        .map(|_| {
+            let port = server.port;
+            thread::spawn(move || Viewer::connect(port, "/video.mjpg"))
+        })
+        .collect();
+    let mut viewers: Vec<Viewer> = viewers.into_iter().map(|t| t.join().unwrap()).collect();
+    common::wait_until("the relay is connected", || json_number(&origin.stats(), "viewers") == 1.0);
+    let producer = thread::spawn({
+        let sent = sent.clone();
+        move || {
+            produce(&mut origin, &sent, Duration::from_millis(33));
+            origin
+        }
+    });
+    for viewer in &mut viewers {
+        // The starting placeholder may come first; then the origin's frames.
+        let mut jpeg = viewer.next_frame();
+        while !sent.contains(&jpeg) {
+            jpeg = viewer.next_frame();
+        }
+    }
+    let origin = producer.join().unwrap();
+    let stats = origin.stats();
+    assert_eq!(json_number(&stats, "viewers"), 1.0, "{stats}");
+}
+
+#[test]
+fn basic_auth_reaches_the_upstream_and_refusals_are_named() {
+    let sent = frames(3);
+    let dir = frame_dir("auth", &sent);
+    let (_upstream, port) = upstream(&dir, "length", &["--auth", "Basic cGlsb3Q6cmMtY2Fy"]);
+    let url = format!("http://pilot:rc-car@127.0.0.1:{port}/video.mjpg");
+    let server = Server::start_configured(&["--input", &url], |c| {
+        c.stdin(Stdio::null());
+    });
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let mut jpeg = viewer.next_frame();
+    while !sent.contains(&jpeg) {
+        jpeg = viewer.next_frame();
+    }
+    // Without the credentials: 401, said once a try, and viewers get notices.
+    let refused = relay(port, &[]);
+    common::wait_until("the relay says why it has no frames", || {
+        source(&refused).contains("status 401")
+    });
+    // The snapshot is the notice, once one has been drawn.
+    common::wait_until("a notice as the snapshot", || {
+        let (status, head, _) = refused.get_path("/snapshot.jpg");
+        status == 200 && head.contains("X-Source-State: offline")
+    });
+    let log = refused.stderr.lock().unwrap().clone();
+    assert!(log.contains("relay: the upstream's answer: status 401, not 200"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_upstream_that_is_not_a_stream_is_named_and_retried() {
+    let dir = frame_dir("html", &frames(1));
+    let (_upstream, port) = upstream(&dir, "html", &[]);
+    let server = relay(port, &[]);
+    common::wait_until("the relay has tried twice", || {
+        let s = source(&server);
+        s.contains("is not multipart/x-mixed-replace") && s.contains("\"restarts\":1")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn viewers_stay_through_the_upstream_going_away_and_coming_back() {
+    let sent = frames(6);
+    let dir = frame_dir("restart", &sent);
+    let (first, port) = upstream(&dir, "length", &[]);
+    let server = relay(port, &["--source-timeout", "2"]);
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let real = |viewer: &mut Viewer| loop {
+        if sent.contains(&viewer.next_frame()) {
+            return;
+        }
+    };
+    real(&mut viewer);
+    drop(first);
+    // Notices while it is gone, each within the viewer's read timeout.
+    let deadline = Instant::now() + STEP;
+    let mut notices = 0;
+    while notices < 2 {
+        assert!(Instant::now() < deadline, "no notices while the upstream was gone");
+        if !sent.contains(&viewer.next_frame()) {
+            notices += 1;
+        }
+    }
+    let port_text = port.to_string();
+    let (_second, _) = upstream(&dir, "length", &["--port", &port_text]);
+    real(&mut viewer);
+    assert!(json_number(&server.stats(), "clients") >= 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
