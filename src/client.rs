@@ -212,20 +212,24 @@ impl Client {
         self.out = Output { head, frame: jpeg.map(|f| (f, Body::Jpeg)), sent: 0 };
     }
 
-    /// Sends the stream's head, then frames, starting with `latest`.
-    /// A new viewer gets the latest frame at once: OpenCV's open otherwise
-    /// waits for frames to analyse, for many seconds on a slow stream.
+    /// Sends the stream's head, then frames newer than `latest`, starting
+    /// with `latest` itself if `send_latest`. A new viewer gets the latest
+    /// frame at once: OpenCV's open otherwise waits for frames to analyse,
+    /// for many seconds on a slow stream. Not so a frame left from a camera
+    /// that is starting again: it may be minutes old.
     pub fn stream(
         &mut self,
         head: Vec<u8>,
         framing: Framing,
         max_fps: u32,
         latest: Option<&Rc<Frame>>,
+        send_latest: bool,
         now: Instant,
     ) {
         let mut rate =
             (max_fps > 0).then(|| Rate { interval: Duration::from_secs(1) / max_fps, next: now });
-        if let (Some(rate), Some(_)) = (&mut rate, latest) {
+        let sent = latest.filter(|_| send_latest);
+        if let (Some(rate), Some(_)) = (&mut rate, sent) {
             rate.took(now);
         }
         self.state = State::Streaming(Stream {
@@ -238,7 +242,7 @@ impl Client {
             fps: 0,
             frames_at_tick: 0,
         });
-        let frame = latest.map(|f| (Rc::clone(f), Body::Part(framing)));
+        let frame = sent.map(|f| (Rc::clone(f), Body::Part(framing)));
         self.out = Output { head, frame, sent: 0 };
         self.timed = false;
     }
@@ -445,7 +449,7 @@ mod tests {
 
     fn streaming(max_fps: u32, latest: Option<&Rc<Frame>>, t: Instant) -> Client {
         let mut c = Client::new(t);
-        c.stream(b"H".to_vec(), Length, max_fps, latest, t);
+        c.stream(b"H".to_vec(), Length, max_fps, latest, true, t);
         c
     }
 
@@ -492,9 +496,23 @@ mod tests {
         let t = Instant::now();
         let f = frame(1, 10);
         let mut c = Client::new(t);
-        c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), t);
+        c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), true, t);
         let sent = drain(&mut c, 3, t);
         assert_eq!(sent, [&b"H"[..], &f.pieces(AdvanceHeaders).concat()].concat());
+    }
+
+    #[test]
+    fn a_viewer_joining_a_restarting_camera_skips_its_old_frame_and_takes_the_next() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let old = frame(7, 10);
+        let mut c = Client::new(t);
+        c.stream(b"H".to_vec(), Length, 0, Some(&old), false, t);
+        assert_eq!(drain(&mut c, 100, t), b"H");
+        assert_eq!(c.next(Some(&old), t, &mut stats, light), Next::Idle);
+        let new = frame(8, 10);
+        assert_eq!(c.next(Some(&new), t, &mut stats, light), Next::Write);
+        assert_eq!(bytes(&c), new.pieces(Length).concat());
     }
 
     #[test]

@@ -30,10 +30,16 @@ parser.add_argument(
 )
 parser.add_argument("--pidfile", help="append this process's pid, one line per start")
 parser.add_argument("--stderr-line", metavar="TEXT", help="print TEXT on stderr at start")
+parser.add_argument(
+    "--timeline", help="append 'start T' at start and 'first T' after the first frame (monotonic s)"
+)
 args = parser.parse_args()
 
 if args.ignore_term:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if args.timeline:
+    with open(args.timeline, "a") as f:
+        f.write(f"start {time.monotonic()}\n")
 if args.pidfile:
     with open(args.pidfile, "a") as f:
         f.write(f"{os.getpid()}\n")
@@ -95,5 +101,8 @@ while True:
         due = time.monotonic()
     write_frame(frames[written % len(frames)])
     written += 1
+    if written == 1 and args.timeline:
+        with open(args.timeline, "a") as f:
+            f.write(f"first {time.monotonic()}\n")
     due += interval
     wait(max(0.0, due - time.monotonic()))
