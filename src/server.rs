@@ -258,7 +258,8 @@ impl Server {
             let every = self.config.stats_every.unwrap_or(TICK);
             self.deadlines.set(Timer::Stats, Some(now + every));
             self.refresh_stats();
-            crate::log!("{}", self.stats.line(self.viewers.len()));
+            let line = self.stats.line(self.viewers.len(), &self.input.describe(now));
+            crate::log!("{line}");
         }
         Ok(())
     }

@@ -106,9 +106,11 @@ impl Stats {
     }
 
     /// The `--stats` line; starts a new interval.
-    pub fn line(&mut self, clients: usize) -> String {
+    /// A camera or relay's state follows, with why it is down and its
+    /// restarts.
+    pub fn line(&mut self, clients: usize, source: &Described) -> String {
         let h = &self.interval;
-        let line = format!(
+        let mut line = format!(
             "stats: fps in {:.1} out {:.1}, clients {clients}, skipped {}, latency p50 {} p99 {} max {} (µs)",
             self.fps_in,
             self.fps_out,
@@ -117,6 +119,13 @@ impl Stats {
             h.value_at_quantile(0.99),
             h.max(),
         );
+        if matches!(source.kind, "exec" | "relay") {
+            let _ = write!(line, ", {} {}", source.kind, source.state);
+            if let Some(reason) = source.reason {
+                let _ = write!(line, " ({reason})");
+            }
+            let _ = write!(line, ", restarts {}", source.restarts);
+        }
         self.interval.reset();
         line
     }
@@ -552,6 +561,8 @@ mod tests {
         ), "{json}");
         assert!(json.ends_with("},\"viewers\":[]}"));
         assert_eq!(json_string("a\nb\\"), "\"a\\u000ab\\\\\"");
+        let line = stats.line(3, &source);
+        assert!(line.ends_with(", exec offline (camera \"x\" exited), restarts 2"), "{line}");
         let metrics = stats.metrics(&figures);
         for line in [
             "# TYPE raspivid_mjpeg_server_input_frames_total counter\n",
