@@ -210,8 +210,8 @@ impl InputDriver {
                 io::Error::new(
                     e.kind(),
                     format!(
-                        "cannot stream {}: {why}; pipe a camera into stdin, or give --input FIFO \
-                     or --pattern",
+                        "cannot stream {}: {why}; pipe a camera into stdin, or give --exec CMD, \
+                         --input FIFO or --pattern",
                         self.what
                     ),
                 )

@@ -37,7 +37,10 @@ fn stdin_from_dev_null_is_a_named_error_with_the_way_out() {
     let (status, err) = run(&[], Stdio::null());
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("cannot stream stdin: it is /dev/null"), "{err}");
-    assert!(err.contains("--input") && err.contains("--pattern"), "{err}");
+    assert!(
+        err.contains("--exec") && err.contains("--input") && err.contains("--pattern"),
+        "{err}"
+    );
     assert!(!err.contains("streaming stdin on"), "a start-up line before the error: {err}");
 }
 
