@@ -589,31 +589,30 @@ impl InputDriver {
         self.feed.supervisor().is_some_and(Supervisor::awaiting_first_frame)
     }
 
+    fn supervised<'a>(
+        &self,
+        kind: &'static str,
+        s: &'a Supervisor,
+        pid: Option<u32>,
+    ) -> Described<'a> {
+        Described {
+            kind,
+            state: s.state(),
+            reason: (s.state() != "online").then_some(s.reason.as_str()),
+            pid,
+            restarts: s.restarts(),
+            last_frame: self.last_frame,
+        }
+    }
+
     /// The source, for `/stats`.
     pub fn describe(&self, now: Instant) -> Described<'_> {
         match &self.feed {
             Feed::Exec(exec) => {
-                let s = &exec.supervisor;
-                Described {
-                    kind: "exec",
-                    state: s.state(),
-                    reason: (s.state() != "online").then_some(s.reason.as_str()),
-                    pid: exec.process.as_ref().map(Process::pid),
-                    restarts: s.restarts(),
-                    last_frame: self.last_frame,
-                }
+                let pid = exec.process.as_ref().map(Process::pid);
+                self.supervised("exec", &exec.supervisor, pid)
             }
-            Feed::Relay(relay) => {
-                let s = &relay.supervisor;
-                Described {
-                    kind: "relay",
-                    state: s.state(),
-                    reason: (s.state() != "online").then_some(s.reason.as_str()),
-                    pid: None,
-                    restarts: s.restarts(),
-                    last_frame: self.last_frame,
-                }
-            }
+            Feed::Relay(relay) => self.supervised("relay", &relay.supervisor, None),
             Feed::Input(input) => Described {
                 kind: match input {
                     Input::Paced { .. } => "file",

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Killed;
+
 use common::{frames, produce, Server, Viewer, STEP};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -87,23 +89,13 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
-/// A server this test started, killed when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the server with its stderr on a pipe the test holds both ends of;
 /// returns the child, its port and the read end (the start line taken).
 fn start_with_stderr_pipe(args: &[&str]) -> (Killed, u16, BufReader<File>, OwnedFd) {
     let (reader, writer) = pipe();
     let ours = writer.try_clone().unwrap();
     let child = binary()
-        .args(["-p", "0", "--bind", "127.0.0.1", "--pattern"])
+        .args(["-p", "0", "--bind", "127.0.0.1", "--pattern", "--fps", "10"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -137,7 +129,9 @@ fn a_closed_stderr_neither_kills_nor_stops_the_server() {
     drop(ours);
     // Three stats lines go to a pipe with no reader (EPIPE) meanwhile.
     let got = frames_for(port, Duration::from_secs(3));
-    assert!(got > 30, "{got} frames in 3 s of the 30 fps pattern");
+    // 30 are due; a server that died or froze sends one or none. (A loaded
+    // machine draws the debug build's pattern slower: no finer bound.)
+    assert!(got >= 10, "{got} frames in 3 s of the 10 fps pattern");
     assert!(server.0.try_wait().unwrap().is_none(), "the server died");
 }
 
@@ -154,7 +148,7 @@ fn a_full_stderr_never_blocks_the_stream() {
     // Stats lines now meet a full pipe every second (the log's unit tests
     // show lines past its queue dropped and counted).
     let got = frames_for(port, Duration::from_secs(4));
-    assert!(got > 40, "{got} frames in 4 s of the 30 fps pattern while stderr was full");
+    assert!(got >= 13, "{got} frames in 4 s of the 10 fps pattern while stderr was full");
     // Read the pipe again: the lines held back come through.
     let mut seen = String::new();
     let deadline = Instant::now() + STEP;

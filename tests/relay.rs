@@ -4,23 +4,15 @@
 
 mod common;
 
+use common::Killed;
+
 use common::{frames, json_number, produce, Server, Viewer, STEP};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A process this test started, killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// JPEG files 000.jpg… of distinct frames in a fresh directory.
 fn frame_dir(name: &str, sent: &[Vec<u8>]) -> PathBuf {

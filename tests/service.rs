@@ -3,21 +3,13 @@
 
 mod common;
 
+use common::Killed;
+
 use common::{frames, produce, Server, STEP};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A process this test started, killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn temp(name: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("rms-{name}-{}", std::process::id()));
