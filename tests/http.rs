@@ -203,3 +203,21 @@ fn a_request_does_not_walk_the_viewers_unless_it_asks_for_stats() {
     assert!(ioctls < 50, "{ioctls} ioctls for 50 favicon requests with 300 viewers");
     drop(viewers);
 }
+
+#[test]
+fn with_allow_origin_every_part_carries_it_too() {
+    // WebKit checks each part of a cross-origin multipart image.
+    let mut server = Server::start(&["--allow-origin", "*"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /video.mjpg HTTP/1.1\r\nUser-Agent: Mozilla/5.0 AppleWebKit\r\n\r\n")
+        .unwrap();
+    produce(&mut server, &frames(2), Duration::ZERO);
+    let mut got = Vec::new();
+    let mut buf = [0; 65536];
+    // The head, both frames and the advance headers after the second.
+    while got.windows(30).filter(|w| w == b"Access-Control-Allow-Origin: *").count() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
