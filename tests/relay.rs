@@ -190,3 +190,45 @@ fn viewers_stay_through_the_upstream_going_away_and_coming_back() {
     assert!(json_number(&server.stats(), "clients") >= 1.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "needs Flask (pip): run with --include-ignored, as .ci/run does"]
+fn the_flask_pattern_that_tutorials_teach_is_relayed() {
+    let ok = Command::new("python3").args(["-c", "import flask"]).status().unwrap().success();
+    assert!(ok, "python3 cannot import flask; .ci/run installs it");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peers/flask_server.py");
+    let mut flask = Killed(
+        Command::new("python3")
+            .args([script, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sent = frames(30);
+    let mut feeder = flask.0.stdin.take().unwrap();
+    let cycle = sent.clone();
+    let feeding = thread::spawn(move || {
+        use std::io::Write;
+        // Two seconds of frames at 30 fps, then the pipe closes.
+        for jpeg in cycle.iter().cycle().take(60) {
+            if feeder.write_all(jpeg).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(33));
+        }
+    });
+    let server = relay(port, &[]);
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    let mut real = 0;
+    let deadline = Instant::now() + STEP;
+    while real < 10 {
+        assert!(Instant::now() < deadline, "only {real} of Flask's frames came through");
+        if sent.contains(&viewer.next_frame()) {
+            real += 1;
+        }
+    }
+    feeding.join().unwrap();
+}
