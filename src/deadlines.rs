@@ -19,22 +19,21 @@ pub enum Timer {
     Tick,
     /// The `--stats` line.
     Stats,
-    /// The input: a paced file's next frame, or more to read now.
+    /// The input: a paced file's next frame, more to read now, or the
+    /// camera's or relay's next step (start, stop, a check for a stall).
     Input,
-    /// The source's own schedule: restart, stop, a check for a stall.
-    Source,
     /// Accepting again: after an out-of-descriptors rest, or now, when a
     /// turn left connections waiting.
     Accept,
     /// The end of draining: exit even if viewers have not taken their frame.
     Drain,
-    /// A frame to send while the source has none (offline, starting).
+    /// A notice to send, or to check for, while the source has no frames.
     Offline,
     /// Telling systemd's watchdog the loop is alive.
     Watchdog,
 }
 
-const TIMERS: usize = 8;
+const TIMERS: usize = 7;
 
 #[derive(Default)]
 pub struct Deadlines {
