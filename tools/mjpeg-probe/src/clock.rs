@@ -15,6 +15,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Nanoseconds on CLOCK_REALTIME: Unix time, the clock behind JavaScript's
+/// `Date.now()`, which the glass-to-glass page draws.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_REALTIME) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Sleeps until CLOCK_MONOTONIC reads `deadline_ns`. An absolute deadline,
 /// unlike a relative sleep, does not add the time spent working between
 /// sleeps, so a paced loop does not drift.

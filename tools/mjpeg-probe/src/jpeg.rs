@@ -222,6 +222,35 @@ pub fn read_tag(frame: &[u8]) -> Option<Tag> {
     }
 }
 
+/// Where the first scan's SOS marker starts, found by walking the segments
+/// before it; `None` if the walk fails.
+pub fn scan_start(frame: &[u8]) -> Option<usize> {
+    if !frame.starts_with(&[0xFF, SOI]) {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        let (code, next) = marker(frame, at).ok()?;
+        match code {
+            SOS => return Some(at),
+            TEM | 0xD0..=0xD7 => at = next,
+            SOI | EOI => return None,
+            _ => at = next + segment_len(frame, next).ok()?,
+        }
+    }
+}
+
+/// A 64-bit key of a frame's picture, to match the same frame at two points
+/// of its way (`mjpeg-probe tee` in front of a server, `glass` behind it):
+/// FNV-1a over everything from the first SOS on, so a server that rewrites
+/// or adds header segments still yields the same key.
+pub fn content_key(frame: &[u8]) -> u64 {
+    let from = scan_start(frame).unwrap_or(0);
+    frame[from..].iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -239,6 +268,20 @@ pub mod tests {
         v.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xFF, 0x00, 0x78]);
         v.extend_from_slice(&[0xFF, 0xD9]);
         v
+    }
+
+    #[test]
+    fn the_content_key_ignores_header_segments_but_not_the_picture() {
+        let jpeg = sample();
+        let sos = scan_start(&jpeg).unwrap();
+        assert_eq!(&jpeg[sos..sos + 2], &[0xFF, 0xDA]);
+        let key = content_key(&jpeg);
+        // A comment or a tag added in front: the same key.
+        assert_eq!(content_key(&with_tag(&jpeg)), key);
+        let mut other = jpeg.clone();
+        other[sos + 5] ^= 1;
+        assert_ne!(content_key(&other), key);
+        assert_eq!(scan_start(b"not a jpeg"), None);
     }
 
     #[test]

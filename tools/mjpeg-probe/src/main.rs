@@ -5,14 +5,21 @@
 of their write; `watch` reads the server's stream with many clients and
 compares each frame's arrival with its tag. Both read CLOCK_MONOTONIC, so
 they must run on the same machine.
+
+`glass` reads the clock that the server's `/latency` page draws out of each
+frame of a stream that films it (glass-to-glass latency), and `tee` marks
+when each frame entered the server's pipe, for the server's share of it.
 */
 
 mod clock;
+mod clockface;
+mod glass;
 mod http;
 mod jpeg;
 mod multipart;
 mod report;
 mod source;
+mod tee;
 mod url;
 mod watch;
 
@@ -58,6 +65,8 @@ struct Cli {
 enum Command {
     Source(SourceArgs),
     Watch(WatchArgs),
+    Glass(GlassArgs),
+    Tee(TeeArgs),
 }
 
 #[derive(FromArgs)]
@@ -105,6 +114,71 @@ struct WatchArgs {
     #[argh(option)]
     /// write every latency sample to this CSV file: t_s,latency_ms,client
     timeline: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "glass")]
+/// Read the glass-to-glass clock of the /latency page out of every frame of
+/// a stream that films it, and report the latency: arrival time minus the
+/// clock shown. The clock and this probe must share one machine's clock.
+/// Given a file of JPEGs instead of a URL, print what each frame shows.
+struct GlassArgs {
+    #[argh(positional)]
+    /// the stream, http://HOST:PORT/path?query, or a file of JPEGs
+    url: String,
+    #[argh(option, default = "10.0")]
+    /// length of the run in seconds (default 10)
+    seconds: f64,
+    #[argh(option, default = "0.0")]
+    /// seconds at the start whose frames are not read (default 0)
+    warmup: f64,
+    #[argh(switch)]
+    /// print one JSON line instead of the summary
+    json: bool,
+    #[argh(option)]
+    /// the log of `mjpeg-probe tee` in front of the server: pair each frame
+    /// with it for the server's share
+    tee: Option<PathBuf>,
+    #[argh(option)]
+    /// write every frame to this CSV file: t_s,outcome,clock_ms,latency_ms,server_ms
+    timeline: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "tee")]
+/// Copy stdin to stdout unchanged, and log when each JPEG's last byte was
+/// handed on: one line "UNIX_NS KEY LEN" a frame, for `glass --tee`.
+struct TeeArgs {
+    #[argh(positional)]
+    /// the log file (truncated)
+    log: PathBuf,
+}
+
+fn glass(args: GlassArgs) -> Result<u8, Fatal> {
+    if !args.url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) {
+        glass::read_file(&args.url)?;
+        return Ok(0);
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(Fatal::usage("--seconds must be a positive number".into()));
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0 && args.warmup < args.seconds) {
+        return Err(Fatal::usage("--warmup must be zero or more and less than --seconds".into()));
+    }
+    let options = glass::Options {
+        url: url::Url::parse(&args.url).map_err(Fatal::usage)?,
+        seconds: args.seconds,
+        warmup: args.warmup,
+        tee: args.tee,
+        timeline: args.timeline,
+    };
+    let report = glass::run(&options)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(0)
 }
 
 fn source(args: SourceArgs) -> Result<u8, Fatal> {
@@ -178,6 +252,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Source(args) => source(args),
         Command::Watch(args) => watch(args),
+        Command::Glass(args) => glass(args),
+        Command::Tee(args) => tee::run(&args.log).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
