@@ -132,7 +132,10 @@ impl Supervisor {
         self.starts += 1;
         self.phase = Phase::Starting { since: now };
         self.run_began = None;
-        self.reason = "starting camera".into();
+        // After a failure the reason stays: viewers see why, not "starting".
+        if self.failures == 0 {
+            self.reason = "starting camera".into();
+        }
     }
 
     /// The source could not be started, for `reason`.
@@ -240,8 +243,8 @@ impl Supervisor {
     /// what a snapshot should wait for rather than be given a notice.
     pub fn awaiting_first_frame(&self) -> bool {
         match self.phase {
-            Phase::Idle | Phase::Starting { .. } => true,
-            Phase::Waiting { .. } => self.failures == 0,
+            Phase::Idle => true,
+            Phase::Starting { .. } | Phase::Waiting { .. } => self.failures == 0,
             Phase::Stopping { .. } => self.stopping == Some(Cause::Unwatched),
             Phase::Online => false,
         }
@@ -251,7 +254,7 @@ impl Supervisor {
     pub fn state(&self) -> &'static str {
         match (self.phase, self.stopping) {
             (Phase::Idle, _) | (Phase::Stopping { .. }, Some(Cause::Unwatched)) => "stopped",
-            (Phase::Starting { .. }, _) => "starting",
+            (Phase::Starting { .. }, _) if self.failures == 0 => "starting",
             (Phase::Online, _) => "online",
             _ => "offline",
         }
@@ -265,6 +268,9 @@ impl Supervisor {
     pub fn notice(&self, now: Instant, offline_after: Duration) -> Option<Notice> {
         match self.phase {
             Phase::Idle => None,
+            Phase::Starting { .. } if self.failures > 0 => {
+                Some(Notice::Offline(format!("{}; restarting", self.reason)))
+            }
             Phase::Starting { .. } => Some(Notice::Starting),
             Phase::Online => {
                 let silent = now.duration_since(self.last_frame?);
@@ -339,6 +345,23 @@ mod tests {
             notice,
             Some(Notice::Offline("camera exited with status 1; restarting in 29 s".into()))
         );
+    }
+
+    #[test]
+    fn a_restart_after_a_failure_shows_the_failure_not_a_start() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        s.poll(t);
+        s.spawned(t);
+        s.exited("camera exited with status 1", t);
+        s.spawned(t + secs(1));
+        assert_eq!(s.state(), "offline");
+        assert!(!s.awaiting_first_frame(), "a snapshot gets the notice, not a wait");
+        let notice = s.notice(t + secs(1), secs(2));
+        let reason = "camera exited with status 1; restarting";
+        assert_eq!(notice, Some(Notice::Offline(reason.into())));
+        s.frame(t + secs(2));
+        assert_eq!((s.state(), s.notice(t + secs(2), secs(2))), ("online", None));
     }
 
     #[test]

@@ -649,13 +649,16 @@ fn on_demand_the_camera_runs_only_while_someone_watches() {
     let connected = Instant::now();
     let mut viewer = Watch::open(&server, &camera);
     let first = viewer.until("a first frame", |_| true);
-    assert_eq!(first.kind, Kind::Starting, "the placeholder comes first");
+    // The placeholder comes first, unless the camera was quicker than the
+    // drawing of it (a loaded machine): either way, a frame at once.
+    assert!(matches!(first.kind, Kind::Starting | Kind::Real(0)), "{:?} first", first.kind);
     assert!(
         first.at - connected <= Duration::from_secs(1),
-        "placeholder after {:?}",
+        "first frame after {:?}",
         first.at - connected
     );
-    let real_frame = viewer.until("a camera frame", real);
+    let real_frame =
+        if first.kind.is_real() { first } else { viewer.until("a camera frame", real) };
     eprintln!("camera frame {:?} after connecting", real_frame.at - connected);
     assert_eq!(real_frame.kind, Kind::Real(0), "not the camera's first frame");
     let (_, watched) = viewer.finish();
