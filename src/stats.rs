@@ -171,7 +171,7 @@ impl Stats {
             ),
             row("clients", "clients", "Clients connected.", Gauge, Int(f.clients as u64)),
             row(
-                "viewers",
+                "streaming",
                 "viewers",
                 "Clients receiving the stream.",
                 Gauge,

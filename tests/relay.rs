@@ -100,7 +100,9 @@ fn a_relay_of_this_server_opens_one_upstream_connection_for_every_viewer() {
         })
         .collect();
     let mut viewers: Vec<Viewer> = viewers.into_iter().map(|t| t.join().unwrap()).collect();
-    common::wait_until("the relay is connected", || json_number(&origin.stats(), "viewers") == 1.0);
+    common::wait_until("the relay is connected", || {
+        json_number(&origin.stats(), "streaming") == 1.0
+    });
     let producer = thread::spawn({
         let sent = sent.clone();
         move || {
@@ -117,7 +119,7 @@ fn a_relay_of_this_server_opens_one_upstream_connection_for_every_viewer() {
     }
     let origin = producer.join().unwrap();
     let stats = origin.stats();
-    assert_eq!(json_number(&stats, "viewers"), 1.0, "{stats}");
+    assert_eq!(json_number(&stats, "streaming"), 1.0, "{stats}");
 }
 
 #[test]

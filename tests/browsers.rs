@@ -1,0 +1,505 @@
+//! Firefox and WebKitGTK, the real engines, under Xvfb: the viewer page and
+//! the stream as a person opens them. `tests/clients/browser_check.py`
+//! drives each browser over WebDriver (geckodriver for Firefox,
+//! WebKitWebDriver running MiniBrowser for WebKit) and reports what it saw;
+//! the judging is here. Chromium is in tests/clients.rs.
+//!
+//! Each browser runs in an Xvfb of its own, on a display Xvfb picks, and
+//! talks only to 127.0.0.1. Every wait is bounded, and only the processes the
+//! check started are ended, by their PIDs (and their process groups).
+//! `.ci/browsers-setup.sh` installs what these need.
+
+mod common;
+
+use common::{json_number, Server};
+use raspivid_mjpeg_server::pattern::Canvas;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a check may take before it is stopped and the test fails (the
+/// script also bounds itself, at 120 s).
+const CHECK_LIMIT: Duration = Duration::from_secs(150);
+
+/// The pattern's rate: 10 fps keeps the debug build's pattern on time on a
+/// busy machine.
+const FPS: &str = "10";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A browser is heavy for a two-core machine: one at a time.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Firefox,
+    WebKit,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Firefox => "firefox",
+            Engine::WebKit => "webkit",
+        }
+    }
+
+    /// Fails the test unless this engine and its driver can run.
+    fn require(self) {
+        common::require("python3");
+        common::require("Xvfb");
+        match self {
+            Engine::Firefox => {
+                common::require("firefox-esr");
+                common::require("geckodriver");
+            }
+            Engine::WebKit => common::require("WebKitWebDriver"),
+        }
+    }
+}
+
+/// Runs browser_check.py and parses its report.
+fn check(engine: Engine, args: &[&str]) -> Json {
+    let script = format!("{}/tests/clients/browser_check.py", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(engine.name())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CHECK_LIMIT;
+    let mut stopping = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline && !stopping {
+            // SIGTERM lets the script end its browser, driver and Xvfb.
+            // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            stopping = true;
+        }
+        if Instant::now() > deadline + Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: did not end; stderr:\n{}", err.join().unwrap());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(!stopping, "{} {args:?}: took over {CHECK_LIMIT:?}:\n{err}", engine.name());
+    assert!(status.success(), "{} {args:?} failed with {status}:\n{out}\n{err}", engine.name());
+    let line = out.lines().last().unwrap_or_default();
+    eprintln!("{} {}: {line}", engine.name(), args[0]);
+    Json::parse(line).unwrap_or_else(|e| panic!("not a report ({e}): {out}\n{err}"))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A server with the moving test pattern at [`FPS`].
+fn pattern_server(extra: &[&str]) -> Server {
+    let mut args = vec!["--pattern", "--fps", FPS];
+    args.extend_from_slice(extra);
+    Server::start_with(&args, Stdio::null())
+}
+
+// ------------------------------------------------------------- the checks
+
+/// The viewer page: the page loads, the picture on screen moves, its first
+/// frame and a lone frame show at once, the age readout keeps updating, a
+/// second window connects within 1 s, and the page reports no error.
+fn viewer_page(engine: Engine) {
+    engine.require();
+    let _serial = one_at_a_time();
+    let started = unix_millis();
+    let server = pattern_server(&[]);
+    // A camera that has sent exactly one frame, the time drawn in its strip:
+    // it shows only if the browser paints a part without waiting for the next.
+    let mut single = Server::start(&[]);
+    let mut canvas = Canvas::new();
+    canvas.draw(0, unix_millis());
+    single.stdin().write_all(&canvas.encode().unwrap()).unwrap();
+    single.stdin().flush().unwrap();
+    common::wait_until("the lone frame is in", || single.get_path("/snapshot.jpg").0 == 200);
+
+    let page = format!("http://127.0.0.1:{}/", server.port);
+    let single_page = format!("http://127.0.0.1:{}/", single.port);
+    let r = check(engine, &["viewer", &page, &single_page]);
+    let what = format!("{engine:?}: {r}");
+
+    // The stream starts after load, so WebKit reaches load; with a query of
+    // its own, so that Firefox never makes a second viewer wait.
+    assert!(r.num("load_s") < 5.0, "{what}");
+    let src = r.str("stream_src");
+    assert!(src.contains("/video.mjpg?load="), "no per-load query in {src}: {what}");
+    assert_eq!(r.nums("natural_size"), [640.0, 480.0], "{what}");
+
+    // The picture on the screen moves: the pattern's time strip, read off
+    // the X screen for 1 s at 10 fps, took several values, each later.
+    let stamps = r.get("screen").nums("stamps");
+    assert!(stamps.len() >= 5, "the picture on screen hardly moved: {what}");
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{what}");
+
+    // The first frame shows at once, and so does the only frame a camera
+    // has sent (never the case if the browser waits for the next part).
+    assert!(r.num("first_frame_ms") < 1000.0, "{what}");
+    let lone = r.get("single_frame_ms");
+    assert!(!lone.is_null(), "a lone frame never showed: {what}");
+    assert!(lone.as_f64() < 1000.0, "a lone frame took {lone} ms: {what}");
+    assert_eq!(r.num("single_frame_natural_width"), 640.0, "{what}");
+    assert_eq!(json_number(&single.stats(), "frames_in"), 1.0, "the camera sent one frame");
+
+    // The readout keeps updating (Firefox's drawImage froze it on the
+    // first frame), with ages read back from the picture's pixels.
+    assert!(r.num("new_ages_in_2_s") >= 10.0, "the age readout stalled: {what}");
+    for text in r.get("age_texts").items() {
+        assert!(text.as_str().starts_with("frame age "), "{what}");
+    }
+    let since_start = (unix_millis() - started) as f64;
+    let ages = r.nums("frame_ages");
+    assert!(ages.len() >= 20, "{what}");
+    assert!(ages.iter().all(|&a| (-100.0..since_start).contains(&a)), "{since_start}: {what}");
+
+    // A second window on the same page has its picture and its own
+    // connection within 1 s, and the first window keeps going.
+    let second = r.get("second_window");
+    for key in ["picture_s", "connected_s"] {
+        let t = second.get(key);
+        assert!(!t.is_null() && t.as_f64() < 1.0, "second window {key}: {t}: {what}");
+    }
+    assert_eq!(second.num("viewers"), 2.0, "{what}");
+    assert!(r.get("first_window_live_after").as_bool(), "{what}");
+
+    assert!(r.get("errors").items().is_empty(), "the page reported errors: {what}");
+}
+
+/// /video.mjpg opened directly for 5 s: the picture shows, and the browser
+/// asks for /favicon.ico at most twice (WebKit asked on every part while
+/// the icon could not be cached), counted by a proxy in front of the server.
+fn bare_stream_favicons(engine: Engine) {
+    engine.require();
+    let _serial = one_at_a_time();
+    let server = pattern_server(&[]);
+    let r = check(engine, &["favicon", &server.port.to_string()]);
+    let what = format!("{engine:?}: {r}");
+    assert_eq!(r.num("natural_width"), 640.0, "{what}");
+    assert!(r.num("seconds") >= 5.0, "{what}");
+    assert_eq!(r.num("stream_requests"), 1.0, "{what}");
+    assert!(r.num("favicon_requests") <= 2.0, "a favicon storm: {what}");
+    assert!(r.get("requests").items().len() <= 3, "{what}");
+}
+
+/// A page on another origin shows the stream in a crossOrigin="anonymous"
+/// <img> and reads its pixels when the server has --allow-origin (WebKit
+/// checks each part's headers), and cannot without it.
+fn cross_origin_img(engine: Engine) {
+    engine.require();
+    let _serial = one_at_a_time();
+    let allowing = pattern_server(&["--allow-origin", "*"]);
+    let plain = pattern_server(&[]);
+    let allowed = format!("http://127.0.0.1:{}/video.mjpg", allowing.port);
+    let refused = format!("http://127.0.0.1:{}/video.mjpg", plain.port);
+    let r = check(engine, &["cors", &allowed, &refused]);
+    let what = format!("{engine:?}: {r}");
+    let ok = r.get("allowed");
+    assert_eq!(ok.num("naturalWidth"), 640.0, "{what}");
+    assert!(ok.get("error").is_null(), "{what}");
+    assert!(!ok.get("errorEvent").as_bool(), "{what}");
+    assert!(ok.num("plausible_stamps") >= 3.0, "the pixels did not move or were tainted: {what}");
+    assert!(ok.get("page_errors").items().is_empty(), "{what}");
+    let no = r.get("refused");
+    assert_eq!(no.num("naturalWidth"), 0.0, "a stream without CORS headers loaded: {what}");
+    assert!(no.get("stamps").items().is_empty(), "{what}");
+}
+
+// ------------------------------------------------------------- Firefox
+
+#[test]
+#[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn firefox_viewer_page_is_live_prompt_and_error_free() {
+    viewer_page(Engine::Firefox);
+}
+
+#[test]
+#[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn firefox_bare_stream_asks_for_at_most_two_favicons() {
+    bare_stream_favicons(Engine::Firefox);
+}
+
+#[test]
+#[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn firefox_cross_origin_img_loads_with_allow_origin_only() {
+    cross_origin_img(Engine::Firefox);
+}
+
+// ------------------------------------------------------------- WebKitGTK
+
+#[test]
+#[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn webkit_viewer_page_is_live_prompt_and_error_free() {
+    viewer_page(Engine::WebKit);
+}
+
+#[test]
+#[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn webkit_bare_stream_asks_for_at_most_two_favicons() {
+    bare_stream_favicons(Engine::WebKit);
+}
+
+#[test]
+#[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn webkit_cross_origin_img_loads_with_allow_origin_only() {
+    cross_origin_img(Engine::WebKit);
+}
+
+// ------------------------------------------------------------- the report
+
+/// Just enough JSON for the script's one-line reports.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    List(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Json::Null => write!(f, "null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::Num(n) => write!(f, "{n}"),
+            Json::Str(s) => write!(f, "{s:?}"),
+            Json::List(items) => {
+                write!(f, "[")?;
+                for (i, item) in items.iter().enumerate() {
+                    write!(f, "{}{item}", if i > 0 { "," } else { "" })?;
+                }
+                write!(f, "]")
+            }
+            Json::Object(fields) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    write!(f, "{}{k:?}:{v}", if i > 0 { "," } else { "" })?;
+                }
+                write!(f, "}}")
+            }
+        }
+    }
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut at = 0;
+        let value = Json::value(text.as_bytes(), &mut at)?;
+        Json::space(text.as_bytes(), &mut at);
+        if at != text.len() {
+            return Err(format!("trailing text at {at}"));
+        }
+        Ok(value)
+    }
+
+    fn space(b: &[u8], at: &mut usize) {
+        while *at < b.len() && b[*at].is_ascii_whitespace() {
+            *at += 1;
+        }
+    }
+
+    fn value(b: &[u8], at: &mut usize) -> Result<Json, String> {
+        Json::space(b, at);
+        let rest = &b[*at..];
+        for (word, value) in
+            [("null", Json::Null), ("true", Json::Bool(true)), ("false", Json::Bool(false))]
+        {
+            if rest.starts_with(word.as_bytes()) {
+                *at += word.len();
+                return Ok(value);
+            }
+        }
+        match rest.first() {
+            Some(b'"') => Json::string(b, at).map(Json::Str),
+            Some(b'[') => {
+                *at += 1;
+                let mut items = Vec::new();
+                loop {
+                    Json::space(b, at);
+                    if b.get(*at) == Some(&b']') {
+                        *at += 1;
+                        return Ok(Json::List(items));
+                    }
+                    if !items.is_empty() {
+                        Json::expect(b, at, b',')?;
+                    }
+                    items.push(Json::value(b, at)?);
+                }
+            }
+            Some(b'{') => {
+                *at += 1;
+                let mut fields = Vec::new();
+                loop {
+                    Json::space(b, at);
+                    if b.get(*at) == Some(&b'}') {
+                        *at += 1;
+                        return Ok(Json::Object(fields));
+                    }
+                    if !fields.is_empty() {
+                        Json::expect(b, at, b',')?;
+                        Json::space(b, at);
+                    }
+                    let key = Json::string(b, at)?;
+                    Json::space(b, at);
+                    Json::expect(b, at, b':')?;
+                    fields.push((key, Json::value(b, at)?));
+                }
+            }
+            Some(_) => {
+                let len = rest
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(rest.len());
+                let number = std::str::from_utf8(&rest[..len]).unwrap();
+                *at += len;
+                number.parse().map(Json::Num).map_err(|_| format!("bad number {number:?}"))
+            }
+            None => Err("unexpected end".into()),
+        }
+    }
+
+    fn expect(b: &[u8], at: &mut usize, c: u8) -> Result<(), String> {
+        if b.get(*at) == Some(&c) {
+            *at += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?} at {at}", c as char))
+        }
+    }
+
+    fn string(b: &[u8], at: &mut usize) -> Result<String, String> {
+        Json::expect(b, at, b'"')?;
+        let mut out = String::new();
+        loop {
+            let rest = std::str::from_utf8(&b[*at..]).map_err(|e| e.to_string())?;
+            let mut chars = rest.chars();
+            match chars.next().ok_or("unterminated string")? {
+                '"' => {
+                    *at += 1;
+                    return Ok(out);
+                }
+                '\\' => {
+                    let escape = chars.next().ok_or("unterminated escape")?;
+                    *at += 2;
+                    match escape {
+                        'n' => out.push('\n'),
+                        't' => out.push('\t'),
+                        'r' => out.push('\r'),
+                        'b' | 'f' => {}
+                        'u' => {
+                            let hex = rest.get(2..6).ok_or("short \\u")?;
+                            let unit = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            out.push(char::from_u32(unit).unwrap_or('\u{fffd}'));
+                            *at += 4;
+                        }
+                        other => out.push(other),
+                    }
+                }
+                c => {
+                    out.push(c);
+                    *at += c.len_utf8();
+                }
+            }
+        }
+    }
+
+    /// The field `key` of an object; fails the test when it is missing.
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Object(fields) => {
+                fields.iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or_else(|| {
+                    panic!("no {key} in {self}");
+                })
+            }
+            _ => panic!("{self} is not an object (looking for {key})"),
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        *self == Json::Null
+    }
+
+    fn as_f64(&self) -> f64 {
+        match self {
+            Json::Num(n) => *n,
+            other => panic!("{other} is not a number"),
+        }
+    }
+
+    fn as_bool(&self) -> bool {
+        match self {
+            Json::Bool(b) => *b,
+            other => panic!("{other} is not true or false"),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            other => panic!("{other} is not a string"),
+        }
+    }
+
+    fn items(&self) -> &[Json] {
+        match self {
+            Json::List(items) => items,
+            other => panic!("{other} is not a list"),
+        }
+    }
+
+    fn num(&self, key: &str) -> f64 {
+        self.get(key).as_f64()
+    }
+
+    fn str(&self, key: &str) -> &str {
+        self.get(key).as_str()
+    }
+
+    fn nums(&self, key: &str) -> Vec<f64> {
+        self.get(key).items().iter().map(Json::as_f64).collect()
+    }
+}
+
+#[test]
+fn the_report_parser_reads_what_the_script_prints() {
+    let r =
+        Json::parse(r#"{"a":1.5,"b":[1,-2e3],"c":{"d":null,"e":true},"f":"x\"\u00e9\n","g":[]}"#)
+            .unwrap();
+    assert_eq!(r.num("a"), 1.5);
+    assert_eq!(r.nums("b"), [1.0, -2000.0]);
+    assert!(r.get("c").get("d").is_null());
+    assert!(r.get("c").get("e").as_bool());
+    assert_eq!(r.str("f"), "x\"é\n");
+    assert!(r.get("g").items().is_empty());
+    assert!(Json::parse("{\"a\":").is_err());
+}
