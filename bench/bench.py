@@ -7,6 +7,15 @@ pinned to CPU 1; `mjpeg-probe watch --json` (or wrk) runs on CPU 1; the
 server's CPU time (utime + stime from /proc/PID/stat) is taken at the start
 and the end of the measured window, and its VmRSS is sampled through it.
 Every process is bounded by a timeout and ended by its own PID.
+
+The `relay-*` scenarios put a second instance of this server between the
+first and the clients: source → this server (the origin, on ORIGIN_PORT) →
+this server as a relay (`--input http://127.0.0.1:ORIGIN_PORT/video.mjpg`,
+on the port the clients use) → clients. Both run on CPU 0; the figures
+(latency, CPU, RSS, `--stats`) are the relay's, with the origin's CPU, its
+`--stats` and its `/stats` viewer count beside them. Set beside the same
+scenario without the relay (`1c-90` and `relay-1c-90`), the difference is
+what one relay hop adds; the two run in turn, rep by rep.
 """
 
 import argparse
@@ -19,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
@@ -56,9 +66,18 @@ SCENARIOS = [
     ("1c+200stalled-90", "640", 90, 1, 200, "watch"),
     ("720p-1c-25", "720", 25, 1, 0, "watch"),
     ("720p-100c-25", "720", 25, 100, 0, "watch"),
+    ("relay-1c-90", "640", 90, 1, 0, "relay"),
+    ("relay-100c-90", "640", 90, 100, 0, "relay"),
     ("wrk-video", "640", 30, 1000, 0, "wrk-video"),
     ("wrk-snapshot", "640", 30, 1000, 0, "wrk-snapshot"),
 ]
+
+
+# Scenarios run --reps times (of this server, and of the floor at 1 client).
+REPEATED = ("1c-90", "100c-90", "1000c-90", "1000c-30", "relay-1c-90", "relay-100c-90")
+
+# A relay scenario's origin listens this far above the relay's port.
+ORIGIN_OFFSET = 10000
 
 
 def server_argv(name, port):
@@ -87,8 +106,31 @@ def server_argv(name, port):
 
 
 def applies(server, scenario):
-    """The floor serves one client and nothing else."""
+    """The floor serves one client and nothing else; only this server relays."""
+    if scenario.startswith("relay-"):
+        return server == "this"
     return server != "floor" or scenario == "1c-90"
+
+
+def relay_argv(port, origin_port):
+    """This server relaying the origin, pinned beside it."""
+    extra = os.environ.get("THIS_ARGS", "").split()
+    return ["taskset", "-c", SERVER_CPU, SERVER, "-p", str(port), "--bind", "127.0.0.1",
+            "--stats", "1", "--input", f"http://127.0.0.1:{origin_port}/video.mjpg"] + extra
+
+
+def stats_json(port):
+    """This server's /stats figures that matter here, or None; "viewers"
+    is its count of streaming viewers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as r:
+            doc = json.load(r)
+    except (OSError, ValueError):
+        return None
+    out = {k: doc[k] for k in ("clients", "frames_in", "fps_in", "bytes_in", "garbage_bytes")}
+    out["viewers"] = doc["streaming"]
+    out["source_kind"], out["source_state"] = doc["source"]["kind"], doc["source"]["state"]
+    return out
 
 
 def cpu_ticks(pid):
@@ -300,18 +342,35 @@ def one_run(server, scenario, rep, port, run_id):
     if delayed:
         src_cmd = ["sh", "-c", 'sleep 1; exec "$@"', "source"] + src_cmd
     source = subprocess.Popen(src_cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    argv = server_argv(server, port)
+    origin = origin_log = None
+    if kind == "relay":
+        origin_port = port + ORIGIN_OFFSET
+        record["origin_port"] = origin_port
+        argv = server_argv(server, origin_port)
+        record["origin_command"] = " ".join(argv)
+        origin = subprocess.Popen(argv, stdin=source.stdout, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        origin_log = Lines(origin.stderr, os.path.join(logs, tag + ".origin.log"))
+        origin_log.start()
+        argv = relay_argv(port, origin_port)
+        srv_stdin = subprocess.DEVNULL
+    else:
+        argv = server_argv(server, port)
+        srv_stdin = source.stdout
     record["command"] = " ".join(argv)
-    srv = subprocess.Popen(argv, stdin=source.stdout, stdout=subprocess.DEVNULL,
+    srv = subprocess.Popen(argv, stdin=srv_stdin, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     source.stdout.close()
     errlog = Lines(srv.stderr, os.path.join(logs, tag + ".server.log"))
     errlog.start()
     try:
         give_up = time.monotonic() + 10
-        while not listening(port):
+        while not listening(port) or (origin is not None and not listening(record["origin_port"])):
             if srv.poll() is not None or time.monotonic() > give_up:
                 record["error"] = f"server did not listen (exit {srv.poll()})"
+                return record
+            if origin is not None and origin.poll() is not None:
+                record["error"] = f"origin did not listen (exit {origin.poll()})"
                 return record
             time.sleep(0.02)
         if not delayed:
@@ -320,23 +379,39 @@ def one_run(server, scenario, rep, port, run_id):
             record["idle"] = mem_kb(srv.pid)
         except FileNotFoundError:
             pass
-        if kind == "watch":
+        if kind == "relay":
+            run_watch(record, srv, source.pid, port, clients, stalled,
+                      {"origin": origin.pid})
+            record["origin_stats"] = stats_json(record["origin_port"])
+            record["relay_stats"] = stats_json(port)
+        elif kind == "watch":
             run_watch(record, srv, source.pid, port, clients, stalled)
         else:
             run_wrk(record, srv, source.pid, port, kind, tag, logs)
     finally:
         # The end of the input ends this server, the floor and VLC; Flask
-        # needs SIGTERM. Either way, by PID.
+        # needs SIGTERM, and so does a relay, which would wait for its
+        # upstream to come back: it goes first, before its origin ends.
+        # Either way, by PID.
+        if origin is not None:
+            record["server_end"] = str(end(srv, grace=0.0))
         if source.poll() is None:
             os.kill(source.pid, signal.SIGTERM)
         source.wait(timeout=10)
-        record["server_end"] = str(end(srv, grace=5.0 if server in ("this", "floor") else 3.0))
+        if origin is not None:
+            record["origin_end"] = str(end(origin, grace=5.0))
+            record["origin_exit"] = origin.returncode
+            origin_log.join(timeout=5)
+        else:
+            record["server_end"] = str(end(srv, grace=5.0 if server in ("this", "floor") else 3.0))
         record["server_exit"] = srv.returncode
         errlog.join(timeout=5)
         window = record.pop("window", None)
         if server == "this":
             if window:
                 record["server_stats"] = parse_server_stats(errlog.lines, window)
+                if origin_log is not None:
+                    record["origin_server_stats"] = parse_server_stats(origin_log.lines, window)
         else:
             tail = [l for _, l in errlog.lines][-5:]
             if tail:
@@ -344,7 +419,7 @@ def one_run(server, scenario, rep, port, run_id):
     return record
 
 
-def run_watch(record, srv, source_pid, port, clients, stalled):
+def run_watch(record, srv, source_pid, port, clients, stalled, others=None):
     url = f"http://127.0.0.1:{port}/video.mjpg"
     cmd = ["taskset", "-c", CLIENT_CPU, PROBE, "watch", url, "--clients", str(clients),
            "--stalled", str(stalled), "--seconds", str(SECONDS), "--warmup", str(WARMUP),
@@ -353,7 +428,7 @@ def run_watch(record, srv, source_pid, port, clients, stalled):
     start = time.monotonic()
     probe = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sampler = Sampler(srv.pid, start + WARMUP, start + SECONDS - 0.1,
-                      {"probe": probe.pid, "source": source_pid})
+                      {"probe": probe.pid, "source": source_pid, **(others or {})})
     sampler.start()
     record["window"] = (start + WARMUP, start + SECONDS)
     try:
@@ -421,7 +496,7 @@ def main():
     ap.add_argument("--scenarios", default=",".join(s[0] for s in SCENARIOS))
     ap.add_argument("--reps", type=int, default=3,
                     help="runs of this server's and the floor's 1-client scenario, and of "
-                         "this server's 100- and 1000-client ones")
+                         "this server's 100- and 1000-client and relay ones")
     ap.add_argument("--out", default=os.path.join(OUT, "results.jsonl"))
     ap.add_argument("--port", type=int, default=18600)
     args = ap.parse_args()
@@ -435,38 +510,51 @@ def main():
     run_id = time.strftime("%Y%m%dT%H%M%S")
     port = args.port
     began = time.monotonic()
+    reps_of = lambda name: args.reps if name in REPEATED else 1
+    # A relay scenario runs in turn with its direct one (relay-1c-90 with
+    # 1c-90), rep by rep, when both are asked for.
+    batches = []
+    for scenario in [s for s in SCENARIOS if s[0] in wanted]:
+        direct = [b for b in batches if "relay-" + b[0][0] == scenario[0]]
+        if direct:
+            direct[0].append(scenario)
+        else:
+            batches.append([scenario])
+    # Alternatives in turn, rep by rep, so that drifts in the machine's load
+    # fall on all of them alike.
+    plan = [
+        (rep, scenario, server)
+        for batch in batches
+        for rep in range(max(reps_of(s[0]) for s in batch))
+        for scenario in batch
+        if rep < reps_of(scenario[0])
+        for server in servers
+        if applies(server, scenario[0])
+        and (rep == 0 or server == "this" or (server == "floor" and scenario[0] == "1c-90"))
+    ]
     with open(args.out, "a") as out:
-        for scenario in [s for s in SCENARIOS if s[0] in wanted]:
+        for rep, scenario, server in plan:
             name = scenario[0]
-            reps = args.reps if name in ("1c-90", "100c-90", "1000c-90", "1000c-30") else 1
-            # Alternatives in turn, rep by rep, so that drifts in the
-            # machine's load fall on all of them alike.
-            for rep in range(reps):
-                for server in servers:
-                    if not applies(server, name):
-                        continue
-                    if rep > 0 and not (server == "this" or (server == "floor" and name == "1c-90")):
-                        continue
-                    port += 1
-                    t = time.monotonic()
-                    record = one_run(server, scenario, rep, port, run_id)
-                    record["elapsed_s"] = round(time.monotonic() - t, 1)
-                    out.write(json.dumps(record) + "\n")
-                    out.flush()
-                    p = record.get("probe") or {}
-                    w = record.get("wrk") or {}
-                    print(
-                        f"[{time.monotonic() - began:6.0f}s] {name:18} {server:6} #{rep} "
-                        f"p50 {p.get('p50_ms')} p99 {p.get('p99_ms')} fps "
-                        f"{p.get('fps_min')}/{p.get('fps_median')}/{p.get('fps_max')} "
-                        f"corrupt {p.get('corrupt')} req/s {w.get('requests_per_s')} "
-                        f"cpu {record.get('cpu_pct')}% {record.get('clients_cpu_pct')} "
-                        f"busy {record.get('cpu_busy_pct')} "
-                        f"rss {record.get('rss_kb_max')} kB "
-                        f"{record.get('error', '')}",
-                        flush=True,
-                    )
-                    time.sleep(1.0)
+            port += 1
+            t = time.monotonic()
+            record = one_run(server, scenario, rep, port, run_id)
+            record["elapsed_s"] = round(time.monotonic() - t, 1)
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            p = record.get("probe") or {}
+            w = record.get("wrk") or {}
+            print(
+                f"[{time.monotonic() - began:6.0f}s] {name:18} {server:6} #{rep} "
+                f"p50 {p.get('p50_ms')} p99 {p.get('p99_ms')} fps "
+                f"{p.get('fps_min')}/{p.get('fps_median')}/{p.get('fps_max')} "
+                f"corrupt {p.get('corrupt')} req/s {w.get('requests_per_s')} "
+                f"cpu {record.get('cpu_pct')}% {record.get('clients_cpu_pct')} "
+                f"busy {record.get('cpu_busy_pct')} "
+                f"rss {record.get('rss_kb_max')} kB "
+                f"{record.get('error', '')}",
+                flush=True,
+            )
+            time.sleep(1.0)
     print(f"run {run_id} done in {time.monotonic() - began:.0f} s; results in {args.out}")
 
 

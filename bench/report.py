@@ -28,7 +28,12 @@ SCENARIO_TITLE = {
     "1c+200stalled-90": "640x480 at 90 fps, 1 reading client + 200 stalled",
     "720p-1c-25": "1280x720 at 25 fps, 1 client",
     "720p-100c-25": "1280x720 at 25 fps, 100 clients",
+    "relay-1c-90": "640x480 at 90 fps, 1 client, through one relay",
+    "relay-100c-90": "640x480 at 90 fps, 100 clients, through one relay",
 }
+
+# Relay scenarios and the direct ones they are set beside.
+RELAYED = {"relay-1c-90": "1c-90", "relay-100c-90": "100c-90"}
 
 # The original tokio/hyper server, as measured elsewhere on this kind of
 # machine: reference figures only, it is not run here.
@@ -159,6 +164,48 @@ def scenario_table(name, groups):
                     for r in runs
                 )
                 lines.append(f"- {LABEL[server]}: {each}")
+    return "\n".join(lines) + "\n"
+
+
+def relay_table(groups):
+    """What one relay hop adds: each relay scenario beside its direct one.
+    The two ran in turn, rep by rep, so per-rep differences are paired."""
+    lines = [
+        "| clients | runs | direct p50 / p90 / p99 ms | through a relay p50 / p90 / p99 ms | "
+        "added p50 ms (difference of medians; median of paired reps) | added p99 ms | "
+        "relay CPU % | origin CPU % | origin viewers | relay garbage bytes / frame | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for relayed, direct in RELAYED.items():
+        rr, dr = groups.get((relayed, "this"), []), groups.get((direct, "this"), [])
+        if not rr or not dr:
+            continue
+        q = lambda runs, k: pick(runs, ["probe", k])
+        paired = [
+            (r.get("probe") or {}).get("p50_ms") - (d.get("probe") or {}).get("p50_ms")
+            for r, d in zip(sorted(rr, key=lambda r: r["rep"]), sorted(dr, key=lambda r: r["rep"]))
+            if (r.get("probe") or {}).get("p50_ms") is not None
+            and (d.get("probe") or {}).get("p50_ms") is not None
+        ]
+        add50 = None if q(rr, "p50_ms") is None else q(rr, "p50_ms") - q(dr, "p50_ms")
+        add99 = None if q(rr, "p99_ms") is None else q(rr, "p99_ms") - q(dr, "p99_ms")
+        garbage = median([
+            (r.get("relay_stats") or {}).get("garbage_bytes", 0) / r["relay_stats"]["frames_in"]
+            for r in rr if (r.get("relay_stats") or {}).get("frames_in")
+        ])
+        lines.append(
+            f"| {rr[0]['clients']} | {len(rr)} / {len(dr)} | "
+            f"{fmt(q(dr, 'p50_ms'), 3)} / {fmt(q(dr, 'p90_ms'), 3)} / {fmt(q(dr, 'p99_ms'), 3)} | "
+            f"{fmt(q(rr, 'p50_ms'), 3)} / {fmt(q(rr, 'p90_ms'), 3)} / {fmt(q(rr, 'p99_ms'), 3)} | "
+            f"{fmt(add50, 3)}; {fmt(median(paired), 3)} | {fmt(add99, 3)} | "
+            f"{fmt(pick(rr, ['cpu_pct']), 1)} | {fmt(pick(rr, ['clients_cpu_pct', 'origin']), 1)} | "
+            f"{fmt(pick(rr, ['origin_stats', 'viewers']), 0)} | {fmt(garbage, 0)} | {note(rr)} |"
+        )
+        each = ", ".join(
+            f"{fmt((d.get('probe') or {}).get('p50_ms'), 3)} → {fmt((r.get('probe') or {}).get('p50_ms'), 3)}"
+            for r, d in zip(sorted(rr, key=lambda r: r["rep"]), sorted(dr, key=lambda r: r["rep"]))
+        )
+        lines.append(f"| | each rep, p50 direct → relayed: {each} | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -310,6 +357,11 @@ def targets(groups):
         delta = pick(st, ["rss_kb_max"]) - pick(this1, ["rss_kb_max"])
         add("200 stalled clients add ≤ 2 MiB",
             f"{mib(pick(st, ['rss_kb_max'])):.2f} − {mib(pick(this1, ['rss_kb_max'])):.2f} MiB = {mib(delta):+.2f} MiB", mib(delta) <= 2)
+    relayed, direct = groups.get(("relay-1c-90", "this"), []), this1
+    r50, d50 = pick(relayed, ["probe", "p50_ms"]), pick(direct, ["probe", "p50_ms"])
+    if r50 is not None and d50 is not None:
+        add("1 client, 90 fps: one relay hop adds ≤ 0.3 ms p50",
+            f"{r50:.3f} − {d50:.3f} = {r50 - d50:+.3f} ms", r50 - d50 <= 0.3)
     corrupt = sum((r.get("probe") or {}).get("corrupt") or 0 for rs in groups.values() for r in rs if r["server"] == "this")
     add("zero corrupt frames (this server, every run)", f"{corrupt}", corrupt == 0)
     lines = ["| target | this server | |", "|---|---|---|"]
@@ -372,6 +424,8 @@ def main():
     scenarios = [s for s in SCENARIO_TITLE if any(k[0] == s for k in groups)]
     parts = [f"## Results of run {run_id}\n", "Medians over the runs of each cell. Latency: mjpeg-probe, source write → last byte read.\n"]
     parts += [scenario_table(s, groups) for s in scenarios]
+    if any(groups.get((r, "this")) and groups.get((d, "this")) for r, d in RELAYED.items()):
+        parts += ["### One relay hop (this server relaying this server, both on CPU 0)\n", relay_table(groups)]
     parts += ["### wrk -c 1000 -d 15 -t 2\n", wrk_table(groups)]
     parts += ["### This server's `--stats` beside the probe (ms)\n", stats_table(groups, scenarios),
               stats_agree(groups, scenarios)]

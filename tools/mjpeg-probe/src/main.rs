@@ -114,6 +114,11 @@ struct WatchArgs {
     #[argh(option)]
     /// write every latency sample to this CSV file: t_s,latency_ms,client
     timeline: Option<PathBuf>,
+    #[argh(option)]
+    /// when a stream ends or fails, connect again: TRIES[,FIRST_MS[,MAX_MS]]
+    /// (the wait doubles from FIRST_MS, default 100, up to MAX_MS, default
+    /// 2000); the report adds the reconnects and their loss-to-frame times
+    reconnect: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -216,11 +221,15 @@ fn watch(args: WatchArgs) -> Result<u8, Fatal> {
         warmup: args.warmup,
         timeline: args.timeline,
     };
-    let report = watch::run(&options)?;
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
+    let policy = args.reconnect.as_deref().map(watch::Reconnect::parse).transpose();
+    let policy = policy.map_err(Fatal::usage)?;
+    let (report, recovery) = watch::run_with(&options, policy)?;
+    let recovery = policy.map(|_| recovery);
+    match (args.json, &recovery) {
+        (true, Some(recovery)) => println!("{}", recovery.merge_into(&report.json())),
+        (true, None) => println!("{}", report.json()),
+        (false, Some(recovery)) => print!("{}{}", report.human(), recovery.human()),
+        (false, None) => print!("{}", report.human()),
     }
     if args.clients > 0 && report.connected == 0 {
         let why = report.last_failure.unwrap_or_default();

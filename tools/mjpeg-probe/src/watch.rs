@@ -9,6 +9,16 @@ parsing, so the probe's own work is not counted as server latency.
 
 Stalled clients send their request and never read again: they stand for
 viewers on a dead link, whom a server must not let slow everyone else down.
+
+Without a reconnect policy a client whose connection fails or ends tries
+again 100 ms after its previous attempt, for as long as the run lasts. With
+one ([`Reconnect`], from `--reconnect`) it behaves like a viewer behind a load balancer: when
+a stream that had given frames ends, fails or breaks, the client tries
+again after `first` ms, doubling the wait after each failed try up to `max`
+ms, and gives up after `tries` tries in a row without a frame. Each such
+loss is timed until the client's next frame (the next tagged frame, for a
+client that has seen tagged ones: a relay's "NO SIGNAL" notices are not the
+source's), and [`Recovery`] sums these up.
 */
 
 use std::fs::File;
@@ -53,6 +63,117 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// File descriptors beyond the clients: stdio, the poll, the timeline.
 const SPARE_FDS: u64 = 16;
 
+/// How a client comes back after its stream is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Tries in a row without a frame before the client gives up.
+    pub tries: u32,
+    /// Wait before the first try after a loss.
+    pub first_ms: u64,
+    /// The wait doubles after each failed try, up to this.
+    pub max_ms: u64,
+}
+
+impl Reconnect {
+    /// `TRIES[,FIRST_MS[,MAX_MS]]`; the waits default to 100 and 2000 ms.
+    pub fn parse(spec: &str) -> Result<Reconnect, String> {
+        let bad = || format!("reconnect: {spec:?} is not TRIES[,FIRST_MS[,MAX_MS]]");
+        let mut fields = spec.split(',').map(|f| f.trim().parse::<u64>().map_err(|_| bad()));
+        let tries = fields.next().ok_or_else(bad)??;
+        let first_ms = fields.next().transpose()?.unwrap_or(100);
+        let max_ms = fields.next().transpose()?.unwrap_or(2000.max(first_ms));
+        if fields.next().is_some() || tries == 0 || tries > 1_000_000 || max_ms < first_ms {
+            return Err(bad());
+        }
+        if max_ms > 3_600_000 {
+            return Err(format!("reconnect: waits of more than an hour ({max_ms} ms)"));
+        }
+        Ok(Reconnect { tries: tries as u32, first_ms, max_ms })
+    }
+
+    /// The wait before try `failed + 1` after a loss, in ns.
+    fn delay_ns(&self, failed: u32) -> u64 {
+        let ms = self.first_ms.saturating_mul(1 << failed.min(32)).min(self.max_ms);
+        ms * 1_000_000
+    }
+}
+
+/// What the clients' reconnections came to, over the whole run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovery {
+    pub policy: Option<Reconnect>,
+    /// Streams that had given frames and then ended, failed or broke.
+    pub losses: u64,
+    /// Losses followed by a frame on a new connection.
+    pub reconnects: u64,
+    /// Connection attempts made after a loss.
+    pub attempts: u64,
+    /// Clients that used up their tries.
+    pub gave_up: u64,
+    /// Losses still without a frame at the end of the run (those that gave
+    /// up among them).
+    pub unrecovered: u64,
+    /// Loss to next frame, of each reconnect, in ms, ascending.
+    pub recover_ms: Vec<f64>,
+}
+
+impl Recovery {
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.recover_ms.len();
+        (n > 0).then(|| self.recover_ms[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+    }
+
+    /// The figures as JSON members, without braces, for a report's object.
+    pub fn json_members(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
+        let p = self.policy.unwrap_or(Reconnect { tries: 0, first_ms: 0, max_ms: 0 });
+        format!(
+            "\"reconnect_tries\":{},\"reconnect_first_ms\":{},\"reconnect_max_ms\":{},\
+             \"losses\":{},\"reconnects\":{},\"reconnect_attempts\":{},\"gave_up\":{},\
+             \"unrecovered\":{},\"recover_ms_min\":{},\"recover_ms_p50\":{},\
+             \"recover_ms_p90\":{},\"recover_ms_max\":{}",
+            p.tries,
+            p.first_ms,
+            p.max_ms,
+            self.losses,
+            self.reconnects,
+            self.attempts,
+            self.gave_up,
+            self.unrecovered,
+            ms(self.recover_ms.first().copied()),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.9)),
+            ms(self.recover_ms.last().copied()),
+        )
+    }
+
+    /// `json` (a report's object) with these figures added at its end.
+    pub fn merge_into(&self, json: &str) -> String {
+        match json.strip_suffix('}') {
+            Some(head) => format!("{head},{}}}", self.json_members()),
+            None => json.to_owned(),
+        }
+    }
+
+    /// One line for people.
+    pub fn human(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        format!(
+            "reconnect    {} lost, {} back ({} attempts), {} gave up, {} still lost; \
+             loss to next frame ms min {} p50 {} p90 {} max {}\n",
+            self.losses,
+            self.reconnects,
+            self.attempts,
+            self.gave_up,
+            self.unrecovered,
+            ms(self.recover_ms.first().copied()),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.9)),
+            ms(self.recover_ms.last().copied()),
+        )
+    }
+}
+
 pub struct Options {
     pub url: Url,
     pub clients: usize,
@@ -81,10 +202,14 @@ struct Body {
 struct Client {
     stalled: bool,
     conn: Option<(TcpStream, Phase)>,
-    /// When the last connection attempt started.
-    attempt_ns: u64,
+    /// When the next connection attempt may start.
+    next_try_ns: u64,
     seen: Seen,
     ever_connected: bool,
+    /// With a reconnect policy: tries in a row that brought no frame.
+    failed_tries: u32,
+    /// With a reconnect policy: out of tries, no longer trying.
+    gave_up: bool,
 }
 
 /// What a reading client has received.
@@ -94,6 +219,12 @@ struct Seen {
     last_seq: Option<u64>,
     /// Frames in the measured window, over all connections.
     frames: u64,
+    /// A well-formed frame came on this connection.
+    streaming: bool,
+    /// A tagged frame came on some connection: only tagged ones end a loss.
+    tagged: bool,
+    /// When the stream was lost, until the next frame.
+    lost_ns: Option<u64>,
 }
 
 /// How a connection ended.
@@ -120,6 +251,7 @@ struct Totals {
     last_corrupt: Option<String>,
     timeline: Option<BufWriter<File>>,
     timeline_error: Option<io::Error>,
+    recovery: Recovery,
 }
 
 impl Totals {
@@ -139,6 +271,7 @@ impl Totals {
             last_corrupt: None,
             timeline,
             timeline_error: None,
+            recovery: Recovery::default(),
         }
     }
 }
@@ -152,6 +285,7 @@ struct Setup {
     /// Stalled clients come first among the tokens; the timeline numbers
     /// reading clients from 0.
     stalled: usize,
+    reconnect: Option<Reconnect>,
 }
 
 /// Raises the soft limit on open files to the hard limit, for many clients.
@@ -193,7 +327,11 @@ fn find_server(url: &Url) -> Result<SocketAddr, Fatal> {
     }
 }
 
-pub fn run(options: &Options) -> Result<Report, Fatal> {
+/// A run with the given reconnect policy (none: retry every 100 ms).
+pub fn run_with(
+    options: &Options,
+    reconnect: Option<Reconnect>,
+) -> Result<(Report, Recovery), Fatal> {
     let wanted = (options.clients + options.stalled) as u64 + SPARE_FDS;
     let limit = raise_fd_limit();
     if wanted > limit {
@@ -223,6 +361,7 @@ pub fn run(options: &Options) -> Result<Report, Fatal> {
         start_ns,
         warm_ns: start_ns + (options.warmup * 1e9) as u64,
         stalled: options.stalled,
+        reconnect,
     };
     let end_ns = start_ns + (options.seconds * 1e9) as u64;
     let mut totals = Totals::new(timeline);
@@ -232,26 +371,32 @@ pub fn run(options: &Options) -> Result<Report, Fatal> {
         .map(|i| Client {
             stalled: i < options.stalled,
             conn: None,
-            attempt_ns: 0,
+            next_try_ns: 0,
             seen: Seen::default(),
             ever_connected: false,
+            failed_tries: 0,
+            gave_up: false,
         })
         .collect();
-    let mut last_retry_ns = 0;
+    // When the next client is due to try again.
+    let mut next_due = 0;
     loop {
         let now = now_ns();
         if now >= end_ns {
             break;
         }
-        if now >= last_retry_ns + RETRY_NS / 2 {
-            last_retry_ns = now;
+        if now >= next_due {
+            next_due = now + RETRY_NS / 2;
             for (i, client) in clients.iter_mut().enumerate() {
-                if client.conn.is_none() && now >= client.attempt_ns + RETRY_NS {
+                if client.conn.is_none() && !client.gave_up && now >= client.next_try_ns {
                     connect(client, i, &poll, &setup, &mut totals, now);
+                }
+                if client.conn.is_none() && !client.gave_up {
+                    next_due = next_due.min(client.next_try_ns);
                 }
             }
         }
-        let timeout = Duration::from_nanos(end_ns - now).min(TICK);
+        let timeout = Duration::from_nanos(end_ns.min(next_due).saturating_sub(now)).min(TICK);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -261,7 +406,8 @@ pub fn run(options: &Options) -> Result<Report, Fatal> {
         for event in &events {
             let i = event.token().0;
             if let Err(end) = drive(&mut clients[i], i, &poll, &setup, &mut buf, &mut totals) {
-                close(&mut clients[i], &poll, &mut totals, end);
+                close(&mut clients[i], &poll, &setup, &mut totals, end);
+                next_due = next_due.min(clients[i].next_try_ns);
             }
         }
     }
@@ -271,7 +417,12 @@ pub fn run(options: &Options) -> Result<Report, Fatal> {
     if let Some(mut timeline) = totals.timeline.take() {
         timeline.flush().map_err(|e| Fatal::runtime(format!("timeline: {e}")))?;
     }
-    Ok(report(options, &clients, &totals))
+    let report = report(options, &clients, &totals);
+    let mut recovery = std::mem::take(&mut totals.recovery);
+    recovery.policy = reconnect;
+    recovery.unrecovered = clients.iter().filter(|c| c.seen.lost_ns.is_some()).count() as u64;
+    recovery.recover_ms.sort_by(f64::total_cmp);
+    Ok((report, recovery))
 }
 
 fn report(options: &Options, clients: &[Client], totals: &Totals) -> Report {
@@ -318,7 +469,10 @@ fn connect(
     totals: &mut Totals,
     now: u64,
 ) {
-    client.attempt_ns = now;
+    client.next_try_ns = now + RETRY_NS;
+    if client.seen.lost_ns.is_some() {
+        totals.recovery.attempts += 1;
+    }
     let registered = TcpStream::connect(setup.addr).and_then(|mut stream| {
         poll.registry().register(
             &mut stream,
@@ -329,16 +483,41 @@ fn connect(
     });
     match registered {
         Ok(stream) => client.conn = Some((stream, Phase::Connecting)),
-        Err(e) => count_end(totals, End::Failed(format!("connect: {e}"))),
+        Err(e) => {
+            count_end(totals, End::Failed(format!("connect: {e}")));
+            schedule(client, setup, totals, now);
+        }
     }
 }
 
-fn close(client: &mut Client, poll: &Poll, totals: &mut Totals, end: End) {
+fn close(client: &mut Client, poll: &Poll, setup: &Setup, totals: &mut Totals, end: End) {
     if let Some((mut stream, _)) = client.conn.take() {
         let _ = poll.registry().deregister(&mut stream);
     }
-    client.seen.last_seq = None;
     count_end(totals, end);
+    schedule(client, setup, totals, now_ns());
+    client.seen.last_seq = None;
+    client.seen.streaming = false;
+}
+
+/// With a reconnect policy, after a connection ended or failed at `now`:
+/// counts a lost stream, or a failed try, and sets when to try next.
+/// Without one, the next try stays 100 ms after the last attempt.
+fn schedule(client: &mut Client, setup: &Setup, totals: &mut Totals, now: u64) {
+    let Some(policy) = setup.reconnect else { return };
+    if client.seen.streaming && client.seen.lost_ns.is_none() {
+        client.seen.lost_ns = Some(now);
+        client.failed_tries = 0;
+        totals.recovery.losses += 1;
+    } else {
+        client.failed_tries += 1;
+        if client.failed_tries >= policy.tries {
+            client.gave_up = true;
+            totals.recovery.gave_up += 1;
+            return;
+        }
+    }
+    client.next_try_ns = now + policy.delay_ns(client.failed_tries);
 }
 
 fn count_end(totals: &mut Totals, end: End) {
@@ -440,8 +619,8 @@ fn drive(
         while !data.is_empty() {
             let fed = body.parts.feed(data).map_err(|e| End::Corrupt(e.to_string()))?;
             data = &data[fed.consumed..];
-            if fed.part {
-                frame(body.parts.part(), now, token, &mut client.seen, setup, totals);
+            if fed.part && frame(body.parts.part(), now, token, &mut client.seen, setup, totals) {
+                client.failed_tries = 0;
             }
         }
         if body.parts.finished() || body.dechunk.as_ref().is_some_and(Dechunker::finished) {
@@ -450,8 +629,16 @@ fn drive(
     }
 }
 
-/// Accounts for one part that arrived at `now`.
-fn frame(part: &[u8], now: u64, token: usize, seen: &mut Seen, setup: &Setup, totals: &mut Totals) {
+/// Accounts for one part that arrived at `now`; true if it was a
+/// well-formed frame.
+fn frame(
+    part: &[u8],
+    now: u64,
+    token: usize,
+    seen: &mut Seen,
+    setup: &Setup,
+    totals: &mut Totals,
+) -> bool {
     let measured = now >= setup.warm_ns;
     let tag = jpeg::read_tag(part);
     // Even a corrupt frame was sent, not skipped, if its tag can be read.
@@ -465,16 +652,25 @@ fn frame(part: &[u8], now: u64, token: usize, seen: &mut Seen, setup: &Setup, to
     if let Err(e) = jpeg::check(part) {
         totals.corrupt += 1;
         totals.last_corrupt = Some(format!("frame {e}"));
-        return;
+        return false;
+    }
+    seen.streaming = true;
+    seen.tagged |= tag.is_some();
+    if let Some(lost) = seen.lost_ns {
+        if tag.is_some() || !seen.tagged {
+            seen.lost_ns = None;
+            totals.recovery.reconnects += 1;
+            totals.recovery.recover_ms.push(now.saturating_sub(lost) as f64 / 1e6);
+        }
     }
     if !measured {
-        return;
+        return true;
     }
     seen.frames += 1;
     totals.frames += 1;
     let Some(tag) = tag else {
         totals.untagged += 1;
-        return;
+        return true;
     };
     let latency_ns = now.saturating_sub(tag.sent_ns);
     totals.latency_us.saturating_record((latency_ns / 1000).max(1));
@@ -485,6 +681,7 @@ fn frame(part: &[u8], now: u64, token: usize, seen: &mut Seen, setup: &Setup, to
             totals.timeline_error = Some(e);
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -504,7 +701,14 @@ mod tests {
     #[test]
     fn frames_are_counted_after_the_warm_up() {
         let addr = "127.0.0.1:9".parse().unwrap();
-        let setup = Setup { addr, request: Vec::new(), start_ns: 0, warm_ns: 1_000, stalled: 0 };
+        let setup = Setup {
+            addr,
+            request: Vec::new(),
+            start_ns: 0,
+            warm_ns: 1_000,
+            stalled: 0,
+            reconnect: None,
+        };
         let mut totals = Totals::new(None);
         let mut seen = Seen::default();
         // In the warm-up: only the sequence number is kept.
@@ -532,8 +736,14 @@ mod tests {
     /// A server that sends each connection `frames` tagged frames in a
     /// chunked multipart body, then closes it.
     fn serve(listener: TcpListener, frames: u64, stop: &AtomicBool) {
+        serve_streams(listener, frames, u64::MAX, stop);
+    }
+
+    /// As [`serve`], for at most `streams` streams; then the listener closes.
+    fn serve_streams(listener: TcpListener, frames: u64, streams: u64, stop: &AtomicBool) {
         listener.set_nonblocking(true).unwrap();
-        while !stop.load(Ordering::Relaxed) {
+        let mut served = 0;
+        while served < streams && !stop.load(Ordering::Relaxed) {
             let Ok((mut socket, _)) = listener.accept() else {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
@@ -543,6 +753,7 @@ mod tests {
             if !matches!(socket.read(&mut request), Ok(n) if n > 0) {
                 continue; // The start-up check connects and hangs up.
             }
+            served += 1;
             let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
                         Content-Type: multipart/x-mixed-replace; boundary=\"--b\"\r\n\r\n";
             let _ = socket.write_all(head.as_bytes());
@@ -579,7 +790,7 @@ mod tests {
             warmup: 0.0,
             timeline: None,
         };
-        let report = run(&options).unwrap();
+        let (report, _) = run_with(&options, None).unwrap();
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
         assert_eq!((report.clients, report.stalled, report.connected), (2, 1, 2));
@@ -593,5 +804,108 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(report.latency.unwrap().samples, report.frames);
+    }
+
+    #[test]
+    fn reconnect_policies_parse_and_back_off() {
+        let p = Reconnect::parse("5").unwrap();
+        assert_eq!(p, Reconnect { tries: 5, first_ms: 100, max_ms: 2000 });
+        assert_eq!(Reconnect::parse("3, 50,400").unwrap().max_ms, 400);
+        assert_eq!(Reconnect::parse("3,5000").unwrap().max_ms, 5000);
+        for bad in ["", "0", "x", "3,100,50", "1,2,3,4", "-1"] {
+            assert!(Reconnect::parse(bad).is_err(), "{bad:?}");
+        }
+        let p = Reconnect::parse("9,100,1000").unwrap();
+        let waits: Vec<u64> = (0..6).map(|k| p.delay_ns(k) / 1_000_000).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.delay_ns(u32::MAX), 1_000_000_000);
+    }
+
+    #[test]
+    fn recovery_figures_merge_into_the_report() {
+        let recovery = Recovery {
+            policy: Some(Reconnect { tries: 4, first_ms: 10, max_ms: 80 }),
+            losses: 3,
+            reconnects: 2,
+            attempts: 5,
+            gave_up: 1,
+            unrecovered: 1,
+            recover_ms: vec![12.0, 30.5],
+        };
+        let json = recovery.merge_into("{\"clients\":2}");
+        assert_eq!(
+            json,
+            "{\"clients\":2,\"reconnect_tries\":4,\"reconnect_first_ms\":10,\"reconnect_max_ms\":80,\
+             \"losses\":3,\"reconnects\":2,\"reconnect_attempts\":5,\"gave_up\":1,\"unrecovered\":1,\
+             \"recover_ms_min\":12.0,\"recover_ms_p50\":12.0,\"recover_ms_p90\":30.5,\
+             \"recover_ms_max\":30.5}"
+        );
+        assert!(Recovery::default().json_members().contains("\"recover_ms_p50\":null"));
+        assert!(recovery.human().contains("3 lost, 2 back (5 attempts), 1 gave up"));
+    }
+
+    fn local_server(frames: u64) -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = std::thread::spawn({
+            let stop = stop.clone();
+            move || serve(listener, frames, &stop)
+        });
+        (port, stop, server)
+    }
+
+    fn options(port: u16, clients: usize, seconds: f64) -> Options {
+        Options {
+            url: Url::parse(&format!("http://127.0.0.1:{port}/video.mjpg")).unwrap(),
+            clients,
+            stalled: 0,
+            seconds,
+            warmup: 0.0,
+            timeline: None,
+        }
+    }
+
+    #[test]
+    fn streams_that_end_are_lost_and_timed_until_the_next_frame() {
+        let (port, stop, server) = local_server(10);
+        let policy = Reconnect { tries: 3, first_ms: 40, max_ms: 40 };
+        let (report, recovery) = run_with(&options(port, 2, 0.5), Some(policy)).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        // Each stream ends after 10 frames sent at once; each client comes
+        // back 40 ms later, and its first frame ends the loss.
+        assert_eq!(report.corrupt, 0);
+        assert!(recovery.losses >= 4, "{recovery:?}");
+        assert!(recovery.losses <= recovery.reconnects + 2, "{recovery:?}");
+        assert_eq!(recovery.reconnects, recovery.recover_ms.len() as u64);
+        // No try failed: each attempt brought a frame, but for losses at
+        // the very end.
+        assert!(recovery.reconnects <= recovery.attempts, "{recovery:?}");
+        assert!(recovery.attempts <= recovery.reconnects + recovery.unrecovered, "{recovery:?}");
+        assert_eq!(recovery.gave_up, 0);
+        assert!(recovery.recover_ms.iter().all(|&ms| (40.0..200.0).contains(&ms)), "{recovery:?}");
+    }
+
+    #[test]
+    fn a_client_gives_up_after_its_tries() {
+        // One stream for each client, then the server is gone: every try fails.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = AtomicBool::new(false);
+        let server = std::thread::spawn(move || serve_streams(listener, 3, 2, &stop));
+        let policy = Reconnect { tries: 3, first_ms: 20, max_ms: 40 };
+        let (report, recovery) = run_with(&options(port, 2, 0.8), Some(policy)).unwrap();
+        server.join().unwrap();
+        assert_eq!(report.connected, 2);
+        // Each client lost its stream once, then failed 3 tries (after 20,
+        // 40 and 40 ms) and stopped trying.
+        assert_eq!(
+            (recovery.losses, recovery.gave_up, recovery.unrecovered),
+            (2, 2, 2),
+            "{recovery:?}"
+        );
+        assert_eq!(recovery.attempts, 6, "{recovery:?}");
+        assert_eq!(recovery.reconnects, 0);
     }
 }
