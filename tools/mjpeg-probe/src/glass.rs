@@ -36,11 +36,11 @@ use zune_jpeg::JpegDecoder;
 
 use crate::clock::realtime_ns;
 use crate::clockface::{self, Luma, Miss};
-use crate::http::{self, Dechunker};
 use crate::multipart::Multipart;
 use crate::report::spread;
-use crate::url::Url;
 use crate::{jpeg, tee, Fatal};
+use raspivid_mjpeg_server::upstream::Url;
+use raspivid_mjpeg_server::upstream::{self as http, Dechunker};
 
 const MAX_PART: usize = 16 << 20;
 const SETUP_WAIT: Duration = Duration::from_secs(3);
@@ -155,7 +155,7 @@ fn read_stream(url: &Url, end: Instant, tx: &mpsc::Sender<Arrival>, link: &mut L
             return;
         }
     };
-    let request = url.request();
+    let request = url.request("mjpeg-probe");
     let mut buf = vec![0u8; 256 * 1024];
     while Instant::now() < end {
         let mut stream = match connect(&addrs) {

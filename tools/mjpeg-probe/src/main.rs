@@ -14,15 +14,14 @@ when each frame entered the server's pipe, for the server's share of it.
 mod clock;
 mod clockface;
 mod glass;
-mod http;
 mod jpeg;
 mod multipart;
 mod report;
 mod source;
 mod tee;
-mod url;
 mod watch;
 
+use raspivid_mjpeg_server::upstream::Url;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -171,7 +170,7 @@ fn glass(args: GlassArgs) -> Result<u8, Fatal> {
         return Err(Fatal::usage("--warmup must be zero or more and less than --seconds".into()));
     }
     let options = glass::Options {
-        url: url::Url::parse(&args.url).map_err(Fatal::usage)?,
+        url: Url::parse(&args.url).map_err(Fatal::usage)?,
         seconds: args.seconds,
         warmup: args.warmup,
         tee: args.tee,
@@ -214,7 +213,7 @@ fn watch(args: WatchArgs) -> Result<u8, Fatal> {
         return Err(Fatal::usage("--warmup must be zero or more and less than --seconds".into()));
     }
     let options = watch::Options {
-        url: url::Url::parse(&args.url).map_err(Fatal::usage)?,
+        url: Url::parse(&args.url).map_err(Fatal::usage)?,
         clients: args.clients,
         stalled: args.stalled,
         seconds: args.seconds,

@@ -31,11 +31,11 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
-use crate::http::{self, Dechunker};
 use crate::multipart::Multipart;
 use crate::report::{Latency, Report};
-use crate::url::Url;
 use crate::{jpeg, Fatal};
+use raspivid_mjpeg_server::upstream::Url;
+use raspivid_mjpeg_server::upstream::{self as http, Dechunker};
 
 /// A part larger than this is an error that closes the client: camera
 /// frames are far smaller, and the cap bounds the memory of 1000 clients.
@@ -357,7 +357,7 @@ pub fn run_with(
     let start_ns = now_ns();
     let setup = Setup {
         addr,
-        request: options.url.request(),
+        request: options.url.request("mjpeg-probe"),
         start_ns,
         warm_ns: start_ns + (options.warmup * 1e9) as u64,
         stalled: options.stalled,
