@@ -39,18 +39,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Waits until `value` gives something, failing the test after [`STEP`].
-fn wait_for_value<T>(what: &str, mut value: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Some(v) = value() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Checks that `holds` stays true for all of `span`.
 fn stays(what: &str, span: Duration, mut holds: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -699,7 +687,7 @@ fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder
     let (status, head, body) = thread::scope(|s| {
         let snapshot = s.spawn(|| server.get_path("/snapshot.jpg"));
         camera.wait_for_starts(1);
-        let starting = wait_for_value("/stats says starting", || {
+        let starting = common::wait_for_value("/stats says starting", || {
             let source = Source::of(&server);
             (source.string("state") == "starting").then_some(source)
         });
@@ -782,7 +770,7 @@ fn stats_describe_the_camera_source() {
     // The first run writes 10 frames and exits; every later one fails.
     let server =
         camera.server(&camera.exec_first_then("--exit-after 10", "--fail-at-start"), &FAST);
-    let online = wait_for_value("/stats says online", || {
+    let online = common::wait_for_value("/stats says online", || {
         let source = Source::of(&server);
         (source.string("state") == "online").then_some(source)
     });
@@ -793,7 +781,7 @@ fn stats_describe_the_camera_source() {
     let age = online.number("last_frame_age_s").expect("an age once a frame came");
     assert!((0.0..1.0).contains(&age), "at 10 fps the last frame is {age} s old");
 
-    let offline = wait_for_value("/stats says offline after two restarts", || {
+    let offline = common::wait_for_value("/stats says offline after two restarts", || {
         let source = Source::of(&server);
         let restarts = source.number("restarts").unwrap();
         (source.string("state") == "offline" && restarts >= 2.0).then_some(source)

@@ -76,18 +76,6 @@ fn try_stats(server: &Server) -> Option<String> {
     (status == 200).then(|| String::from_utf8(body).unwrap())
 }
 
-/// Waits until `value` gives something, failing the test after [`STEP`].
-fn wait_for_value<T>(what: &str, mut value: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Some(v) = value() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn stat(server: &Server, key: &str) -> f64 {
     json_number(&server.stats(), key)
 }
@@ -830,7 +818,7 @@ fn clients_over_max_clients_read_a_whole_503_though_they_sent_a_request() {
         }
     }
     viewer.close();
-    let refused = wait_for_value("the viewer is gone", || {
+    let refused = common::wait_for_value("the viewer is gone", || {
         try_stats(&server).map(|stats| json_number(&stats, "clients_refused"))
     });
     eprintln!(
