@@ -123,15 +123,26 @@ impl Recovery {
         (n > 0).then(|| self.recover_ms[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
     }
 
+    /// Loss to next frame, ms: min, p50, p90, max (None before any).
+    fn recovery(&self) -> [Option<f64>; 4] {
+        [
+            self.recover_ms.first().copied(),
+            self.quantile(0.5),
+            self.quantile(0.9),
+            self.recover_ms.last().copied(),
+        ]
+    }
+
     /// The figures as JSON members, without braces, for a report's object.
     pub fn json_members(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
+        let [min, p50, p90, max] =
+            self.recovery().map(|v| v.map_or("null".to_owned(), |v| format!("{v:.1}")));
         let p = self.policy.unwrap_or(Reconnect { tries: 0, first_ms: 0, max_ms: 0 });
         format!(
             "\"reconnect_tries\":{},\"reconnect_first_ms\":{},\"reconnect_max_ms\":{},\
              \"losses\":{},\"reconnects\":{},\"reconnect_attempts\":{},\"gave_up\":{},\
-             \"unrecovered\":{},\"recover_ms_min\":{},\"recover_ms_p50\":{},\
-             \"recover_ms_p90\":{},\"recover_ms_max\":{}",
+             \"unrecovered\":{},\"recover_ms_min\":{min},\"recover_ms_p50\":{p50},\
+             \"recover_ms_p90\":{p90},\"recover_ms_max\":{max}",
             p.tries,
             p.first_ms,
             p.max_ms,
@@ -140,10 +151,6 @@ impl Recovery {
             self.attempts,
             self.gave_up,
             self.unrecovered,
-            ms(self.recover_ms.first().copied()),
-            ms(self.quantile(0.5)),
-            ms(self.quantile(0.9)),
-            ms(self.recover_ms.last().copied()),
         )
     }
 
@@ -157,19 +164,12 @@ impl Recovery {
 
     /// One line for people.
     pub fn human(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        let [min, p50, p90, max] =
+            self.recovery().map(|v| v.map_or("-".to_owned(), |v| format!("{v:.0}")));
         format!(
             "reconnect    {} lost, {} back ({} attempts), {} gave up, {} still lost; \
-             loss to next frame ms min {} p50 {} p90 {} max {}\n",
-            self.losses,
-            self.reconnects,
-            self.attempts,
-            self.gave_up,
-            self.unrecovered,
-            ms(self.recover_ms.first().copied()),
-            ms(self.quantile(0.5)),
-            ms(self.quantile(0.9)),
-            ms(self.recover_ms.last().copied()),
+             loss to next frame ms min {min} p50 {p50} p90 {p90} max {max}\n",
+            self.losses, self.reconnects, self.attempts, self.gave_up, self.unrecovered,
         )
     }
 }
