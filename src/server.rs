@@ -372,7 +372,7 @@ impl Server {
         let asked = self.viewers.ready(key, readable, now, starting, env!(self));
         if let Some(Asked::Figures { format, head_only }) = asked {
             // Only now, for /stats or /metrics, walk the viewers.
-            self.stats.refresh(self.input.bytes_in, self.viewers.skipped_pending());
+            self.refresh_stats();
             let source = self.input.describe(now);
             let figures = Figures {
                 now,
