@@ -146,8 +146,10 @@ fn basic_auth_reaches_the_upstream_and_refusals_are_named() {
         let (status, head, _) = refused.get_path("/snapshot.jpg");
         status == 200 && head.contains("X-Source-State: offline")
     });
-    let log = refused.stderr.lock().unwrap().clone();
-    assert!(log.contains("relay: the upstream's answer: status 401, not 200"), "{log}");
+    // The log has its own writer thread: the line may follow /stats.
+    common::wait_until("the log names the upstream's answer", || {
+        refused.stderr.lock().unwrap().contains("relay: the upstream's answer: status 401, not 200")
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 

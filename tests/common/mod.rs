@@ -50,6 +50,9 @@ impl Server {
         let log = Arc::clone(&stderr);
         let log_reader = thread::spawn(move || {
             for line in lines.by_ref().map_while(Result::ok) {
+                // The line is logged before the port is sent, so a test that
+                // has the port also sees the start-up line in the log.
+                log.lock().unwrap().push_str(&format!("{line}\n"));
                 // "streaming SOURCE on http://127.0.0.1:PORT/video.mjpg"; the
                 // source may name another address (a relay's upstream).
                 if let Some(port) =
@@ -57,7 +60,6 @@ impl Server {
                 {
                     let _ = tx.send(port.parse::<u16>().unwrap());
                 }
-                log.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
         let port = rx
