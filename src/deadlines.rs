@@ -22,8 +22,8 @@ pub enum Timer {
     /// The input: a paced file's next frame, more to read now, or the
     /// camera's or relay's next step (start, stop, a check for a stall).
     Input,
-    /// Accepting again: after an out-of-descriptors rest, or now, when a
-    /// turn left connections waiting.
+    /// Accepting: now, when the listener has connections or a turn left
+    /// some waiting, or after an out-of-descriptors rest.
     Accept,
     /// The end of draining: exit even if viewers have not taken their frame.
     Drain,

@@ -209,8 +209,11 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
-                    INPUT => self.read_input(now)?,
+                    // The listener and the input are taken in `run_due`,
+                    // once a turn, so that their caps hold per turn.
+                    LISTENER if !self.accept_paused => self.deadlines.set(Timer::Accept, Some(now)),
+                    LISTENER => {}
+                    INPUT => self.deadlines.set(Timer::Input, Some(now)),
                     SIGNALS => {
                         if self.signalled(now) {
                             return Ok(());
@@ -323,7 +326,8 @@ impl Server {
     }
 
     /// Accepts until the backlog is empty, [`ACCEPTS_PER_TURN`] times, or
-    /// descriptors run out.
+    /// descriptors run out. Called at most once a turn: what is left is
+    /// taken after the next `poll`, which then does not wait.
     fn accept(&mut self, now: Instant) {
         if self.accept_paused || self.draining {
             return;

@@ -788,6 +788,74 @@ fn a_storm_of_5000_connects_and_disconnects() {
 }
 
 #[test]
+#[ignore = "needs strace: run with --include-ignored, as .ci/run does"]
+fn a_backlog_of_connections_is_accepted_at_most_1000_a_turn() {
+    common::require("strace");
+    let _serial = serial();
+    // More than a turn's 1000, and within the listen backlog of 1024, so
+    // that every one is waiting in the kernel when the server wakes.
+    const WAITING: usize = 1020;
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let somaxconn: usize = somaxconn.trim().parse().unwrap();
+    assert!(
+        somaxconn >= WAITING,
+        "net.core.somaxconn is {somaxconn}: the backlog cannot hold them"
+    );
+    raise_nofile(WAITING as libc::rlim_t + 512);
+    let server = Server::start(&["--max-clients", "2000"]);
+    let pid = server.child.id() as libc::pid_t;
+    // The loop's thread only: its accepts and the waits between them.
+    let mut strace = std::process::Command::new("strace")
+        .args(["-e", "trace=accept,accept4,epoll_wait,epoll_pwait,epoll_pwait2"])
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let traced = Arc::new(Mutex::new(Vec::<String>::new()));
+    let accepted = |lines: &[String]| lines.iter().filter(|l| accepted_a_connection(l)).count();
+    let reader = {
+        let traced = Arc::clone(&traced);
+        let mut err = std::io::BufReader::new(strace.stderr.take().unwrap());
+        thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut err, &mut line).is_ok_and(|n| n > 0) {
+                traced.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        })
+    };
+    wait_for("strace attaches", || traced.lock().unwrap().iter().any(|l| l.contains("attached")));
+    // Stopped, the server accepts nothing; the kernel completes the
+    // handshakes and queues the connections.
+    // SAFETY: signals to the server this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+    let waiting: Vec<TcpStream> =
+        (0..WAITING).map(|_| TcpStream::connect_timeout(&addr, STEP).unwrap()).collect();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for("the server accepts them all", || accepted(&traced.lock().unwrap()) >= WAITING);
+    // SAFETY: SIGINT to the strace this test started: it detaches.
+    unsafe { libc::kill(strace.id() as libc::pid_t, libc::SIGINT) };
+    strace.wait().unwrap();
+    reader.join().unwrap();
+    let traced = traced.lock().unwrap();
+    // The accepts between one wait for events and the next.
+    let turns: Vec<usize> =
+        traced.split(|l| l.contains("epoll_")).map(accepted).filter(|&n| n > 0).collect();
+    eprintln!("accepts per turn for {WAITING} waiting connections: {turns:?}");
+    assert_eq!(turns.iter().max(), Some(&1000), "accepts per turn: {turns:?}");
+    assert_eq!(turns.iter().sum::<usize>(), WAITING, "accepts per turn: {turns:?}");
+    drop(waiting);
+}
+
+/// True for a line of strace's that shows an accept that gave a socket.
+fn accepted_a_connection(line: &str) -> bool {
+    line.starts_with("accept")
+        && line
+            .rsplit_once(") = ")
+            .is_some_and(|(_, fd)| fd.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+#[test]
 fn clients_over_max_clients_read_a_whole_503_though_they_sent_a_request() {
     let _serial = serial();
     const REFUSED: usize = 50;
