@@ -56,12 +56,15 @@ return true;
 """
 
 # Firefox's own console, from its chrome context: every script error and
-# warning of a page from the server, and what the page logged.
+# warning of a page from the server, and what the page logged. Scripts this
+# checker runs through WebDriver have a null principal ("moz-nullprincipal:");
+# on a loaded machine Firefox may stop one of them for its time ("Script
+# terminated by timeout"), which says nothing of the page.
 FIREFOX_CONSOLE = """
 const out = [];
 for (const m of Services.console.getMessageArray() || []) {
   if (m instanceof Ci.nsIScriptError) {
-    if (m.isFromChromeContext || /^(chrome|resource|moz-extension):/.test(m.sourceName || "")) continue;
+    if (m.isFromChromeContext || /^(chrome|resource|moz-extension|moz-nullprincipal):/.test(m.sourceName || "")) continue;
     if (m.flags & Ci.nsIScriptError.infoFlag) continue;
     out.push(`${m.flags & 1 ? "warning" : "error"} [${m.category}] ${m.errorMessage} at ${m.sourceName}:${m.lineNumber}`);
   } else if (m.wrappedJSObject && m.wrappedJSObject.level) {
