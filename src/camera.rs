@@ -202,9 +202,21 @@ mod tests {
                 .unwrap();
         let status = wait_reaped(&mut p);
         assert_eq!(describe(status), "exited with status 3");
-        let mut out = String::new();
-        p.stdout.as_mut().unwrap().read_to_string(&mut out).unwrap();
-        assert_eq!(out, "frames");
+        // Non-blocking, and another test's child may hold the pipe's write
+        // end for a moment between its fork and its exec: read to the end.
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match p.stdout.as_mut().unwrap().read_to_end(&mut out) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the camera's stdout never ended");
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("reading the camera's stdout: {e}"),
+            }
+        }
+        assert_eq!(out, b"frames");
         let mut lines = Vec::new();
         while p.read_stderr(&mut |l| lines.push(l.to_string())) {}
         assert_eq!(lines, ["one", "two"]);
