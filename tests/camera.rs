@@ -606,11 +606,20 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         eprintln!("{name}: the server exited {:?} after the signal", asked.elapsed());
         assert!(status.success(), "{name}: exit status {status}: {log}");
         assert!(!log.contains("panicked"), "{name}: {log}");
-        // None may run. Its own child the server must have reaped; an
-        // orphaned grandchild may wait as a zombie for init to reap.
-        let states: Vec<_> = pids.iter().map(|&pid| (pid, process_state(pid))).collect();
+        // Its own child the server must have reaped. An orphaned grandchild
+        // ends once it next runs after its SIGKILL, and may wait as a zombie
+        // for init to reap.
+        let ended = |s: &Option<char>| matches!(s, None | Some('Z'));
+        let deadline = Instant::now() + STEP;
+        let states = loop {
+            let states: Vec<_> = pids.iter().map(|&pid| (pid, process_state(pid))).collect();
+            if states.iter().all(|(_, s)| ended(s)) || Instant::now() > deadline {
+                break states;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
         pids.iter().for_each(|&pid| camera.kill_if_ours(pid));
-        assert!(states.iter().all(|(_, s)| matches!(s, None | Some('Z'))), "{name}: {states:?}");
+        assert!(states.iter().all(|(_, s)| ended(s)), "{name}: {states:?}");
         assert_eq!(states[0].1, None, "{name}: the server's child is not reaped: {states:?}");
     }
 }
