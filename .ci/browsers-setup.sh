@@ -6,16 +6,12 @@
 # use Python's standard library only. Needs root for apt-get.
 set -euo pipefail
 
-missing=()
-command -v firefox-esr >/dev/null || missing+=(firefox-esr)
-command -v WebKitWebDriver >/dev/null || missing+=(webkit2gtk-driver)
-command -v Xvfb >/dev/null || missing+=(xvfb)
-command -v python3 >/dev/null || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/install-missing.sh"
+install_missing "browsers" \
+    firefox-esr=firefox-esr \
+    WebKitWebDriver=webkit2gtk-driver \
+    Xvfb=xvfb \
+    python3=python3
 
 if ! command -v geckodriver >/dev/null; then
     echo "installing: geckodriver (cargo install)"

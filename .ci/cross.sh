@@ -19,16 +19,12 @@ began=$SECONDS
 fail() { printf 'cross.sh: FAIL: %s\n' "$*" >&2; exit 1; }
 say() { printf 'cross.sh: %s\n' "$*" >&2; }
 
-missing=()
-command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
-command -v curl >/dev/null || missing+=(curl)
-command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-command -v python3 >/dev/null || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing: ${missing[*]}"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source .ci/install-missing.sh
+install_missing "cross.sh" \
+    qemu-aarch64-static=qemu-user-static \
+    curl=curl \
+    ffmpeg=ffmpeg \
+    python3=python3
 
 targets=""
 for check in "${checks[@]}"; do targets="$targets ${check%%:*}"; done

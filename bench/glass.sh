@@ -16,14 +16,10 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-bench}"
 bash .ci/glass-setup.sh
-missing=()
-command -v cvlc >/dev/null || missing+=(vlc-bin vlc-plugin-base)
-command -v setpriv >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source .ci/install-missing.sh
+install_missing "glass bench" \
+    cvlc=vlc-bin+vlc-plugin-base \
+    setpriv=util-linux
 python3 -c 'import flask' 2>/dev/null || pip install -q flask
 
 cargo build --release -p raspivid_mjpeg_server -p mjpeg-probe

@@ -28,10 +28,8 @@ static=$dist/raspivid_mjpeg_server-$version
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf arm-unknown-linux-musleabihf; do
     [ -x "$static-$t" ] || { bash tools/release.sh --no-deb; break; }
 done
-command -v qemu-aarch64-static >/dev/null || {
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-user-static >/dev/null
-}
+source .ci/install-missing.sh
+install_missing "idle-rss" qemu-aarch64-static=qemu-user-static
 # The default build: dynamically linked against glibc.
 cargo build --release -q -p raspivid_mjpeg_server --bin raspivid_mjpeg_server
 dynamic=$CARGO_TARGET_DIR/release/raspivid_mjpeg_server

@@ -15,17 +15,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-bench}"
 OUT=bench/out
 mkdir -p "$OUT"
 
-missing=()
-command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-command -v cvlc >/dev/null || missing+=(vlc-bin vlc-plugin-base)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v cc >/dev/null || missing+=(gcc)
-command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source .ci/install-missing.sh
+install_missing "bench" \
+    ffmpeg=ffmpeg \
+    cvlc=vlc-bin+vlc-plugin-base \
+    wrk=wrk \
+    cc=gcc \
+    taskset=util-linux
 python3 -c 'import flask' 2>/dev/null || pip install -q flask
 python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 
