@@ -6,9 +6,10 @@ outlives the server: dropping a [`Process`] stops it, and the kernel kills
 it if the server dies without that (`PR_SET_PDEATHSIG`).
 */
 
+use crate::input;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -102,14 +103,13 @@ impl Process {
         let mut buf = [0; 4096];
         let mut taken = 0;
         while taken < STDERR_PER_EVENT {
-            let n = match stderr.read(&mut buf) {
+            let n = match input::read_some(stderr, &mut buf) {
                 Ok(0) => {
                     flush_line(&mut self.line, line_out);
                     self.stderr = None;
                     return false;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return true,
             };
             taken += n;
@@ -160,15 +160,9 @@ fn flush_line(line: &mut Vec<u8>, out: &mut dyn FnMut(&str)) {
 }
 
 fn nonblocking(fd: OwnedFd) -> io::Result<File> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(raw, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(File::from(fd))
+    let file = File::from(fd);
+    input::set_nonblocking(&file)?;
+    Ok(file)
 }
 
 /// An exit status in words: `exited with status 1`, `was killed by signal 9`.
@@ -183,6 +177,7 @@ pub fn describe(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn wait_reaped(p: &mut Process) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -135,7 +135,7 @@ fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, La
     Ok((Input::Polled { file, end: AtEnd::Exit }, label(shown.to_string(), what)))
 }
 
-fn set_nonblocking(file: &File) -> io::Result<()> {
+pub(crate) fn set_nonblocking(file: &File) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a valid fd with integer arguments.
     unsafe {
