@@ -43,10 +43,12 @@ pub struct Label {
     pub name: String,
     /// For the start-up line.
     pub description: String,
+    /// A FIFO: its writer may go quiet and come back, so viewers are told.
+    pub fifo: bool,
 }
 
 fn label(name: impl Into<String>, description: String) -> Label {
-    Label { name: name.into(), description }
+    Label { name: name.into(), description, fifo: false }
 }
 
 /// Opens the source and says what it is.
@@ -132,7 +134,7 @@ fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, La
     } else {
         shown.to_string()
     };
-    Ok((Input::Polled { file, end: AtEnd::Exit }, label(shown.to_string(), what)))
+    Ok((Input::Polled { file, end: AtEnd::Exit }, Label { fifo, ..label(shown.to_string(), what) }))
 }
 
 pub(crate) fn set_nonblocking(file: &File) -> io::Result<()> {

@@ -69,23 +69,18 @@ fn run(config: cli::Config) -> std::io::Result<()> {
         None => server::listen(&config)?,
     };
     let now = Instant::now();
+    let timing = Timing {
+        source_timeout: config.source_timeout,
+        kill_timeout: config.kill_timeout,
+        linger: config.linger,
+    };
     let (driver, description) = match &config.source {
         cli::Source::Exec(command) => {
-            let timing = Timing {
-                source_timeout: config.source_timeout,
-                kill_timeout: config.kill_timeout,
-                linger: config.linger,
-            };
             let driver = InputDriver::exec(command.clone(), timing, config.max_frame_bytes, now);
             let when = if config.linger.is_some() { ", started when watched" } else { "" };
             (driver, format!("the camera `{command}`{when}"))
         }
         cli::Source::Http(url) => {
-            let timing = Timing {
-                source_timeout: config.source_timeout,
-                kill_timeout: config.kill_timeout,
-                linger: config.linger,
-            };
             let shown = url.shown();
             let driver = InputDriver::relay(url.clone(), timing, config.max_frame_bytes, now);
             let when = if config.linger.is_some() { ", connected when watched" } else { "" };
@@ -96,9 +91,8 @@ fn run(config: cli::Config) -> std::io::Result<()> {
                 std::io::Error::new(e.kind(), format!("cannot open the input: {e}"))
             })?;
             let driver = InputDriver::new(input, what.name, config.max_frame_bytes, now);
-            let fifo = matches!(source, cli::Source::Path(p) if std::fs::metadata(p)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())));
-            let driver = if fifo { driver.with_notices(config.source_timeout) } else { driver };
+            let driver =
+                if what.fifo { driver.with_notices(config.source_timeout) } else { driver };
             (driver, what.description)
         }
     };
