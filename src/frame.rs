@@ -7,6 +7,7 @@ the three pieces with one `writev`.
 */
 
 use crate::http::{push_part_headers, Framing, BOUNDARY};
+use std::borrow::Cow;
 use std::io::IoSlice;
 use std::time::Instant;
 
@@ -63,9 +64,9 @@ impl Frame {
         state: Option<&'static str>,
     ) -> Frame {
         let mut head = String::with_capacity(128);
-        let head_extra = match state {
-            Some(state) => format!("{extra}X-Source-State: {state}\r\n"),
-            None => extra.to_string(),
+        let head_extra: Cow<str> = match state {
+            Some(state) => format!("{extra}X-Source-State: {state}\r\n").into(),
+            None => extra.into(),
         };
         push_part_headers(&mut head, Some(jpeg.len()), unix_micros, &head_extra);
         let mut tail = format!("\r\n--{BOUNDARY}\r\n");
