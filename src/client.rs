@@ -47,8 +47,9 @@ pub enum State {
     Replying,
     /// Sending frames.
     Streaming(Stream),
-    /// A snapshot waiting for the camera's first frame, until `until`.
-    Awaiting { until: Instant, head_only: bool },
+    /// A snapshot waiting for the camera's first frame, until its retry
+    /// deadline (`router::SNAPSHOT_WAIT`).
+    Awaiting { head_only: bool },
     /// The reply is sent and our side shut down; waiting for the client to
     /// close, so that closing first does not reset the connection under a
     /// reply it has not read yet.

@@ -222,13 +222,11 @@ impl Renderer {
         Ok(Renderer { requests, done, busy: false })
     }
 
-    /// Asks for a picture unless one is being made; false if it was.
-    pub fn request(&mut self, request: Request) -> bool {
-        if self.busy {
-            return false;
+    /// Asks for a picture unless one is being made.
+    pub fn request(&mut self, request: Request) {
+        if !self.busy {
+            self.busy = self.requests.send(request).is_ok();
         }
-        self.busy = self.requests.send(request).is_ok();
-        self.busy
     }
 
     /// The picture, once made.

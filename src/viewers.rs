@@ -149,10 +149,6 @@ impl Viewers {
         self.census.streaming
     }
 
-    pub fn latest(&self) -> Option<&Rc<Frame>> {
-        self.latest.as_ref()
-    }
-
     pub fn extra_headers(&self) -> &str {
         &self.policy.extra_headers
     }
@@ -290,7 +286,7 @@ impl Viewers {
             }
             Reply::Await { head_only } => {
                 let until = now + router::SNAPSHOT_WAIT;
-                conn.client.state = State::Awaiting { until, head_only };
+                conn.client.state = State::Awaiting { head_only };
                 conn.retry_at = Some(until);
                 deadlines.retry(key, until);
                 self.awaiting.push(key);
@@ -302,7 +298,7 @@ impl Viewers {
     /// Answers a waiting snapshot with the latest frame, whatever it is.
     fn answer_awaiting(&mut self, key: usize, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let State::Awaiting { head_only, .. } = conn.client.state else { return };
+        let State::Awaiting { head_only } = conn.client.state else { return };
         self.awaiting.retain(|&k| k != key);
         match router::snapshot(self.latest.as_ref(), &self.policy.extra_headers, head_only) {
             Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
