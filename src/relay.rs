@@ -9,6 +9,7 @@ connect, and when to try again, is the [`Supervisor`]'s call, as for a
 camera process.
 */
 
+use crate::source::INPUT_READS;
 use crate::supervisor::{Supervisor, Timing};
 use crate::upstream::{Response, Url};
 use mio::net::TcpStream;
@@ -21,9 +22,6 @@ use std::time::{Duration, Instant};
 
 /// While a name is being resolved, the loop looks for the answer this often.
 const RESOLVE_POLL: Duration = Duration::from_millis(10);
-
-/// Reads per turn, as for a pipe: a fast upstream must not hold the loop.
-const READS_PER_TURN: usize = 8;
 
 /// How this server introduces itself upstream.
 const USER_AGENT: &str = concat!("raspivid_mjpeg_server/", env!("CARGO_PKG_VERSION"), " (relay)");
@@ -169,7 +167,7 @@ impl Relay {
                 }
             }
         }
-        for _ in 0..READS_PER_TURN {
+        for _ in 0..INPUT_READS {
             let n = match conn.socket.read(buf) {
                 Ok(0) => {
                     let what = if conn.response.streaming() {

@@ -234,7 +234,7 @@ impl Server {
             self.read_input(now)?;
         }
         self.input.want(self.viewers.watching() > 0, now);
-        self.input.supervise(now, self.poll.registry(), INPUT, CAMERA_ERRORS);
+        self.input.supervise(now, self.poll.registry(), CAMERA_ERRORS);
         self.show_notices(now);
         while let Some((key, at)) = self.deadlines.pop_retry(now) {
             self.viewers.retry(key, at, now, env!(self));
@@ -329,7 +329,7 @@ impl Server {
     /// descriptors run out. Called at most once a turn: what is left is
     /// taken after the next `poll`, which then does not wait.
     fn accept(&mut self, now: Instant) {
-        if self.accept_paused || self.draining {
+        if self.draining {
             return;
         }
         for _ in 0..ACCEPTS_PER_TURN {

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 /// never asks for more than a pipe (64 KiB by default) can hold twice over.
 const READ_BUF: usize = 128 * 1024;
 
-/// Reads from the polled input per turn of the loop (1 MiB): a producer
-/// writing flat out must not keep the loop from clients that wait to write.
-const INPUT_READS: usize = 8;
+/// Reads from the polled input, or the relay's upstream, per turn of the
+/// loop (1 MiB): a producer writing flat out must not keep the loop from
+/// clients that wait to write.
+pub(crate) const INPUT_READS: usize = 8;
 
 /// Reads of a paced file per interval: a file with no frame in it must not
 /// hold the loop.
@@ -47,7 +48,6 @@ struct Exec {
     command: String,
     process: Option<Process>,
     supervisor: Supervisor,
-    kill_timeout: Duration,
 }
 
 /// Where the bytes come from.
@@ -135,33 +135,21 @@ impl InputDriver {
         max_frame_bytes: usize,
         now: Instant,
     ) -> InputDriver {
-        let exec = Exec {
-            command,
-            process: None,
-            supervisor: Supervisor::new(timing, now),
-            kill_timeout: timing.kill_timeout,
-        };
-        let mut driver = InputDriver::with_feed(
-            Feed::Exec(Box::new(exec)),
-            "the camera".into(),
-            max_frame_bytes,
-            now,
-        );
-        driver.offline_after = OFFLINE_AFTER.min(timing.source_timeout);
-        driver
+        let exec = Exec { command, process: None, supervisor: Supervisor::new(timing, now) };
+        let feed = Feed::Exec(Box::new(exec));
+        InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
+            .with_notices(timing.source_timeout)
     }
 
     /// A driver that relays the stream at `url`.
     pub fn relay(url: Url, timing: Timing, max_frame_bytes: usize, now: Instant) -> InputDriver {
         let what = url.shown();
         let relay = Relay::new(url, timing, now);
-        let mut driver =
-            InputDriver::with_feed(Feed::Relay(Box::new(relay)), what, max_frame_bytes, now);
-        driver.offline_after = OFFLINE_AFTER.min(timing.source_timeout);
-        driver
+        InputDriver::with_feed(Feed::Relay(Box::new(relay)), what, max_frame_bytes, now)
+            .with_notices(timing.source_timeout)
     }
 
-    /// Shows viewers a notice when frames stop (a FIFO).
+    /// Shows viewers a notice when frames stop (a FIFO, a camera, a relay).
     pub fn with_notices(mut self, source_timeout: Duration) -> InputDriver {
         self.notices = true;
         self.offline_after = OFFLINE_AFTER.min(source_timeout);
@@ -399,11 +387,13 @@ impl InputDriver {
 
 impl InputDriver {
     /// Runs what the camera's supervisor asks for now: starts, stops.
-    /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
-    pub fn supervise(&mut self, now: Instant, registry: &Registry, frames: Token, errors: Token) {
+    /// Registers a new camera's stdout under the input's token and its
+    /// stderr as `errors`.
+    pub fn supervise(&mut self, now: Instant, registry: &Registry, errors: Token) {
         if self.ended {
             return;
         }
+        let frames = self.token;
         if let Feed::Relay(relay) = &mut self.feed {
             if let Err(reason) = relay.resolved(registry, frames) {
                 self.relay_failed(&reason, now);
@@ -414,26 +404,25 @@ impl InputDriver {
         while let Some(action) = exec.supervisor.poll(now) {
             self.changed = true;
             match action {
-                Action::Spawn => match Process::spawn(&exec.command, exec.kill_timeout) {
-                    Ok(mut process) => {
-                        let ok = register_pipes(&mut process, registry, frames, errors);
-                        match ok {
-                            Ok(()) => {
-                                crate::log!("camera: started (pid {})", process.pid());
-                                exec.process = Some(process);
-                                exec.supervisor.spawned(now);
-                                self.splitter.finish();
-                            }
-                            Err(e) => exec
-                                .supervisor
-                                .spawn_failed(&format!("cannot start the camera: {e}"), now),
+                Action::Spawn => {
+                    let started = Process::spawn(&exec.command, exec.supervisor.kill_timeout())
+                        .and_then(|mut p| {
+                            register_pipes(&mut p, registry, frames, errors).map(|()| p)
+                        });
+                    match started {
+                        Ok(process) => {
+                            crate::log!("camera: started (pid {})", process.pid());
+                            exec.process = Some(process);
+                            exec.supervisor.spawned(now);
+                            self.splitter.finish();
+                        }
+                        Err(e) => {
+                            exec.supervisor
+                                .spawn_failed(&format!("cannot start the camera: {e}"), now);
+                            crate::log!("camera: {}", exec.supervisor.reason);
                         }
                     }
-                    Err(e) => {
-                        exec.supervisor.spawn_failed(&format!("cannot start the camera: {e}"), now);
-                        crate::log!("camera: {}", exec.supervisor.reason);
-                    }
-                },
+                }
                 Action::Term | Action::Kill => {
                     let signal = if action == Action::Term { libc::SIGTERM } else { libc::SIGKILL };
                     if let Some(process) = &exec.process {

@@ -110,6 +110,11 @@ impl Supervisor {
         }
     }
 
+    /// How long a stopping camera has between SIGTERM and SIGKILL.
+    pub fn kill_timeout(&self) -> Duration {
+        self.timing.kill_timeout
+    }
+
     /// Restarts after the first start.
     pub fn restarts(&self) -> u64 {
         self.starts.saturating_sub(1)
