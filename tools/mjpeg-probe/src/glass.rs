@@ -37,13 +37,12 @@ use zune_jpeg::JpegDecoder;
 use crate::clock::realtime_ns;
 use crate::clockface::{self, Luma, Miss};
 use crate::multipart::Multipart;
-use crate::report::spread;
-use crate::{jpeg, tee, Fatal};
+use crate::report::{number, quantile, spread};
+use crate::{jpeg, tee, watch, Fatal};
 use raspivid_mjpeg_server::upstream::Url;
 use raspivid_mjpeg_server::upstream::{self as http, Dechunker};
 
 const MAX_PART: usize = 16 << 20;
-const SETUP_WAIT: Duration = Duration::from_secs(3);
 const RETRY: Duration = Duration::from_millis(100);
 /// A reading further than this from the arrival time (either way) is not
 /// this machine's clock: a misread, or a clock from elsewhere.
@@ -271,25 +270,14 @@ fn pair(frames: &[Frame], log: &[tee::Entry]) -> Vec<Option<u64>> {
         .collect()
 }
 
-/// Nearest-rank quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
-
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }
 
+/// A figure in the reports: ms to the µs, or null.
 fn num(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() => format!("{v:.3}"),
-        _ => "null".into(),
-    }
+    number(v, 3)
 }
 
 #[derive(Default)]
@@ -407,15 +395,7 @@ impl Report {
 
 pub fn run(options: &Options) -> Result<Report, Fatal> {
     // Wait for the server a little, as `watch` does.
-    let addrs =
-        options.url.resolve().map_err(|e| Fatal::usage(format!("{}: {e}", options.url.host)))?;
-    let give_up = Instant::now() + SETUP_WAIT;
-    while let Err(why) = connect(&addrs) {
-        if Instant::now() >= give_up {
-            return Err(Fatal::usage(why));
-        }
-        std::thread::sleep(RETRY);
-    }
+    watch::find_server(&options.url)?;
     let start = Instant::now();
     let start_ns = realtime_ns();
     let warm_ns = start_ns + (options.warmup * 1e9) as u64;

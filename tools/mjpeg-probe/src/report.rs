@@ -65,7 +65,16 @@ pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
     Some((sorted[0], median, sorted[n - 1]))
 }
 
-fn number(value: Option<f64>, decimals: usize) -> String {
+/// Nearest-rank quantile of sorted values.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+pub(crate) fn number(value: Option<f64>, decimals: usize) -> String {
     match value {
         Some(v) if v.is_finite() => format!("{v:.decimals$}"),
         _ => "null".to_owned(),

@@ -32,7 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
 use crate::multipart::Multipart;
-use crate::report::{Latency, Report};
+use crate::report::{self, Latency, Report};
 use crate::{jpeg, Fatal};
 use raspivid_mjpeg_server::upstream::Url;
 use raspivid_mjpeg_server::upstream::{self as http, Dechunker};
@@ -119,8 +119,7 @@ pub struct Recovery {
 
 impl Recovery {
     fn quantile(&self, q: f64) -> Option<f64> {
-        let n = self.recover_ms.len();
-        (n > 0).then(|| self.recover_ms[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+        report::quantile(&self.recover_ms, q)
     }
 
     /// Loss to next frame, ms: min, p50, p90, max (None before any).
@@ -309,7 +308,7 @@ fn raise_fd_limit() -> u64 {
 
 /// Finds an address of the URL's host that accepts connections, waiting a
 /// little for a server that is still starting.
-fn find_server(url: &Url) -> Result<SocketAddr, Fatal> {
+pub(crate) fn find_server(url: &Url) -> Result<SocketAddr, Fatal> {
     let addrs = url.resolve().map_err(|e| Fatal::usage(format!("{}: {e}", url.host)))?;
     let give_up = now_ns() + SETUP_WAIT_NS;
     loop {
