@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ enum Msg {
 
 /// A writer thread behind a bounded queue.
 pub struct Logger {
-    sender: Mutex<SyncSender<Msg>>,
+    sender: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -41,13 +41,12 @@ impl Logger {
         let counter = Arc::clone(&dropped);
         let _ =
             thread::Builder::new().name("log".into()).spawn(move || write_lines(rx, out, &counter));
-        Logger { sender: Mutex::new(tx), dropped }
+        Logger { sender: tx, dropped }
     }
 
     /// Queues `text`, or drops and counts it if the queue is full.
     pub fn line(&self, text: String) {
-        let sent = self.sender.lock().map(|tx| tx.try_send(Msg::Line(text)));
-        if !matches!(sent, Ok(Ok(()))) {
+        if self.sender.try_send(Msg::Line(text)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -60,13 +59,12 @@ impl Logger {
     /// Waits up to `limit` for the lines queued so far to be written.
     pub fn flush(&self, limit: Duration) {
         let (done, written) = mpsc::channel();
-        let Ok(sender) = self.sender.lock() else { return };
         let mut msg = Msg::Flush(done);
         let step = Duration::from_millis(5);
         let mut waited = Duration::ZERO;
         // The queue may be full of lines: wait for room as long as `limit` allows.
         loop {
-            match sender.try_send(msg) {
+            match self.sender.try_send(msg) {
                 Ok(()) => break,
                 Err(TrySendError::Full(back)) if waited < limit => {
                     msg = back;
@@ -76,7 +74,6 @@ impl Logger {
                 Err(_) => return,
             }
         }
-        drop(sender);
         let _ = written.recv_timeout(limit.saturating_sub(waited));
     }
 }
@@ -147,6 +144,7 @@ macro_rules! log {
 mod tests {
     use super::*;
     use std::sync::mpsc::Receiver as Gate;
+    use std::sync::Mutex;
 
     /// A writer that blocks until the test opens its gate, then keeps all.
     struct Stuck {
