@@ -46,13 +46,14 @@ pub enum Phase {
     Starting { since: Instant },
     /// Frames are coming.
     Online,
-    /// Asked to stop at `since` (SIGTERM); SIGKILL once `--kill-timeout` passes.
-    Stopping { since: Instant, killed: bool },
+    /// Asked to stop at `since` (SIGTERM), for `cause`; SIGKILL once
+    /// `--kill-timeout` passes.
+    Stopping { since: Instant, killed: bool, cause: Cause },
 }
 
 /// Why the camera is being stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cause {
+pub enum Cause {
     /// No frame for too long: a failure; restarted after the backoff.
     Stall,
     /// Nobody watched for `--linger`.
@@ -82,7 +83,6 @@ pub struct Supervisor {
     pub phase: Phase,
     wanted: bool,
     unwatched_since: Option<Instant>,
-    stopping: Option<Cause>,
     /// Failures in a row.
     failures: u32,
     pub starts: u64,
@@ -101,7 +101,6 @@ impl Supervisor {
             phase: if on_demand { Phase::Idle } else { Phase::Waiting { at: now } },
             wanted: !on_demand,
             unwatched_since: None,
-            stopping: None,
             failures: 0,
             starts: 0,
             last_frame: None,
@@ -166,17 +165,17 @@ impl Supervisor {
 
     /// The source ended (the camera exited, the upstream closed), for `reason`.
     pub fn exited(&mut self, reason: &str, now: Instant) {
-        match (self.phase, self.stopping.take()) {
-            (Phase::Stopping { .. }, Some(Cause::Unwatched)) if !self.wanted => {
+        match self.phase {
+            Phase::Stopping { cause: Cause::Unwatched, .. } if !self.wanted => {
                 self.phase = Phase::Idle;
                 self.reason = "nobody watching".into();
             }
             // Stopped for want of viewers, but one came back meanwhile.
-            (Phase::Stopping { .. }, Some(Cause::Unwatched)) => {
+            Phase::Stopping { cause: Cause::Unwatched, .. } => {
                 self.phase = Phase::Waiting { at: now };
             }
             // The stall was counted when it was found.
-            (Phase::Stopping { .. }, _) => {
+            Phase::Stopping { cause: Cause::Stall, .. } => {
                 self.phase = Phase::Waiting { at: now + backoff(self.failures) };
             }
             _ => self.fail(reason.to_string(), now),
@@ -192,51 +191,52 @@ impl Supervisor {
     /// What to do now, if anything.
     pub fn poll(&mut self, now: Instant) -> Option<Action> {
         let timeout = self.timing.source_timeout;
-        let unwatched = match (self.unwatched_since, self.timing.linger) {
-            (Some(since), Some(linger)) => now >= since + linger,
-            _ => false,
-        };
-        match self.phase {
+        let unwatched = self.linger_end().is_some_and(|end| now >= end);
+        let cause = match self.phase {
             Phase::Waiting { at } if now >= at && self.wanted => return Some(Action::Spawn),
             Phase::Starting { .. } | Phase::Online if unwatched => {
-                self.stopping = Some(Cause::Unwatched);
                 self.reason = "nobody watching".into();
+                Cause::Unwatched
             }
             Phase::Starting { since } if now >= since + timeout => {
-                self.stall(format!("no frame within {} s of the start", timeout.as_secs()));
+                self.stall(format!("no frame within {} s of the start", timeout.as_secs()))
             }
             Phase::Online if self.last_frame.is_some_and(|t| now >= t + timeout) => {
-                self.stall(format!("no frame for {} s", timeout.as_secs()));
+                self.stall(format!("no frame for {} s", timeout.as_secs()))
             }
-            Phase::Stopping { since, killed: false } if now >= since + self.timing.kill_timeout => {
-                self.phase = Phase::Stopping { since, killed: true };
+            Phase::Stopping { since, killed: false, cause }
+                if now >= since + self.timing.kill_timeout =>
+            {
+                self.phase = Phase::Stopping { since, killed: true, cause };
                 return Some(Action::Kill);
             }
             _ => return None,
-        }
-        self.phase = Phase::Stopping { since: now, killed: false };
+        };
+        self.phase = Phase::Stopping { since: now, killed: false, cause };
         Some(Action::Term)
     }
 
-    fn stall(&mut self, reason: String) {
+    fn stall(&mut self, reason: String) -> Cause {
         self.failures += 1;
-        self.stopping = Some(Cause::Stall);
         self.reason = reason;
+        Cause::Stall
+    }
+
+    /// When `--linger` without viewers ends, while nobody watches.
+    fn linger_end(&self) -> Option<Instant> {
+        Some(self.unwatched_since? + self.timing.linger?)
     }
 
     /// When [`Supervisor::poll`] next has something to do.
     pub fn deadline(&self) -> Option<Instant> {
-        let linger = match (self.unwatched_since, self.timing.linger) {
-            (Some(since), Some(linger)) => Some(since + linger),
-            _ => None,
-        };
+        let linger = self.linger_end();
         let timeout = self.timing.source_timeout;
         let due = match self.phase {
             Phase::Idle => None,
             Phase::Waiting { at } => self.wanted.then_some(at),
             Phase::Starting { since } => Some(since + timeout),
             Phase::Online => self.last_frame.map(|t| t + timeout),
-            Phase::Stopping { since, killed: false } => Some(since + self.timing.kill_timeout),
+            Phase::Stopping { since, killed: false, .. } => Some(since + self.timing.kill_timeout),
             Phase::Stopping { killed: true, .. } => None,
         };
         let linger =
@@ -250,17 +250,17 @@ impl Supervisor {
         match self.phase {
             Phase::Idle => true,
             Phase::Starting { .. } | Phase::Waiting { .. } => self.failures == 0,
-            Phase::Stopping { .. } => self.stopping == Some(Cause::Unwatched),
+            Phase::Stopping { cause, .. } => cause == Cause::Unwatched,
             Phase::Online => false,
         }
     }
 
     /// `starting`, `online`, `offline` or `stopped`.
     pub fn state(&self) -> &'static str {
-        match (self.phase, self.stopping) {
-            (Phase::Idle, _) | (Phase::Stopping { .. }, Some(Cause::Unwatched)) => "stopped",
-            (Phase::Starting { .. }, _) if self.failures == 0 => "starting",
-            (Phase::Online, _) => "online",
+        match self.phase {
+            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched, .. } => "stopped",
+            Phase::Starting { .. } if self.failures == 0 => "starting",
+            Phase::Online => "online",
             _ => "offline",
         }
     }
@@ -282,8 +282,10 @@ impl Supervisor {
                 (silent >= offline_after)
                     .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
             }
-            Phase::Stopping { .. } if self.stopping == Some(Cause::Unwatched) => None,
-            Phase::Stopping { .. } => Some(Notice::Offline(format!("{}; restarting", self.reason))),
+            Phase::Stopping { cause: Cause::Unwatched, .. } => None,
+            Phase::Stopping { cause: Cause::Stall, .. } => {
+                Some(Notice::Offline(format!("{}; restarting", self.reason)))
+            }
             Phase::Waiting { at } => {
                 let wait = at.saturating_duration_since(now);
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
