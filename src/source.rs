@@ -553,11 +553,7 @@ impl InputDriver {
         }
         match self.feed.supervisor() {
             Some(supervisor) => supervisor.notice(now, self.offline_after),
-            None => {
-                let silent = now.duration_since(self.last_frame?);
-                (silent >= self.offline_after)
-                    .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
-            }
+            None => Notice::silence(self.last_frame?, now, self.offline_after),
         }
     }
 

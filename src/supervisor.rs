@@ -277,11 +277,7 @@ impl Supervisor {
                 Some(Notice::Offline(format!("{}; restarting", self.reason)))
             }
             Phase::Starting { .. } => Some(Notice::Starting),
-            Phase::Online => {
-                let silent = now.duration_since(self.last_frame?);
-                (silent >= offline_after)
-                    .then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
-            }
+            Phase::Online => Notice::silence(self.last_frame?, now, offline_after),
             Phase::Stopping { cause: Cause::Unwatched, .. } => None,
             Phase::Stopping { cause: Cause::Stall, .. } => {
                 Some(Notice::Offline(format!("{}; restarting", self.reason)))
@@ -300,6 +296,15 @@ impl Supervisor {
 pub enum Notice {
     Starting,
     Offline(String),
+}
+
+impl Notice {
+    /// "no frame for N s", once a live source has been silent since its
+    /// `last_frame` for `after` or more.
+    pub fn silence(last_frame: Instant, now: Instant, after: Duration) -> Option<Notice> {
+        let silent = now.duration_since(last_frame);
+        (silent >= after).then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
+    }
 }
 
 #[cfg(test)]
