@@ -689,15 +689,15 @@ fn unpollable(file: &File) -> String {
     }
 }
 
-/// The time between frames at `fps`.
-pub fn interval(fps: u32) -> Duration {
-    Duration::from_secs(1) / fps.max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The time between frames at `fps`.
+    fn interval(fps: u32) -> Duration {
+        Duration::from_secs(1) / fps
+    }
 
     fn paced(bytes: &[u8], looped: bool, t: Instant) -> InputDriver {
         let path =
