@@ -406,9 +406,7 @@ impl InputDriver {
             match action {
                 Action::Spawn => {
                     let started = Process::spawn(&exec.command, exec.supervisor.kill_timeout())
-                        .and_then(|mut p| {
-                            register_pipes(&mut p, registry, frames, errors).map(|()| p)
-                        });
+                        .and_then(|p| register_pipes(p, registry, frames, errors));
                     match started {
                         Ok(process) => {
                             crate::log!("camera: started (pid {})", process.pid());
@@ -628,18 +626,25 @@ fn process(feed: &mut Feed) -> Option<&mut Process> {
     }
 }
 
+/// Registers a new camera's stdout as `frames` and its stderr as `errors`.
+/// A camera that cannot be registered is killed and reaped here: dropped
+/// after SIGKILL, that takes milliseconds of the loop, not the kill timeout.
 fn register_pipes(
-    process: &mut Process,
+    process: Process,
     registry: &Registry,
     frames: Token,
     errors: Token,
-) -> io::Result<()> {
+) -> io::Result<Process> {
     for (pipe, token) in [(&process.stdout, frames), (&process.stderr, errors)] {
         if let Some(pipe) = pipe {
-            registry.register(&mut SourceFd(&pipe.as_raw_fd()), token, Interest::READABLE)?;
+            let fd = pipe.as_raw_fd();
+            if let Err(e) = registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
+                process.signal(libc::SIGKILL);
+                return Err(e);
+            }
         }
     }
-    Ok(())
+    Ok(process)
 }
 
 fn close_pipes(process: &mut Process, registry: &Registry) {
