@@ -22,8 +22,9 @@ slow client holds one frame, never a queue, and never delays the rest.
 
 use crate::frame::{io_slices, Frame};
 use crate::http::Framing;
+use crate::reader::{Reader, Verdict};
 use crate::stats::Stats;
-use crate::tcp::Backlog;
+use crate::tcp::{self, Backlog, Look};
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,13 @@ pub struct Stream {
     pub frames: u64,
     /// Frames published that this viewer never started.
     pub skipped: u64,
+    /// Of those, the ones it skipped because its application read slowly
+    /// (not because its link was slow or its `?fps` said so).
+    pub skipped_reading: u64,
+    /// How far behind its application reads.
+    pub reader: Reader,
+    /// The reader held a frame back since this viewer last started one.
+    reader_held: bool,
     /// Frames sent in the last second, and the count when it began.
     pub fps: u64,
     pub frames_at_tick: u64,
@@ -79,6 +87,9 @@ pub enum Hold {
     Rate,
     /// Its path is full ([`Backlog::Full`]): a stall if it lasts.
     Queue,
+    /// Its application has not read what it was sent: a stall if it reads
+    /// nothing for as long.
+    Reader,
 }
 
 /// `?fps=N` as a schedule rather than a minimum gap, so that a cap of 20 on a
@@ -168,6 +179,9 @@ pub enum Next {
 
 pub struct Client {
     pub state: State,
+    /// `--max-queued-bytes`: how much may be ahead of a frame on the path,
+    /// and unread by the application.
+    max_queued: usize,
     pub accepted: Instant,
     /// When the client last took bytes, or was last given a frame.
     pub last_progress: Instant,
@@ -184,9 +198,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(now: Instant) -> Client {
+    pub fn new(now: Instant, max_queued: usize) -> Client {
         Client {
             state: State::Request { buf: Vec::new() },
+            max_queued,
             accepted: now,
             last_progress: now,
             bytes_sent: 0,
@@ -240,6 +255,9 @@ impl Client {
             held: None,
             frames: 0,
             skipped: 0,
+            skipped_reading: 0,
+            reader: Reader::default(),
+            reader_held: false,
             fps: 0,
             frames_at_tick: 0,
         });
@@ -268,15 +286,15 @@ impl Client {
 
     /// Decides what the client does once its output has been written:
     /// finishes the frame (its latency goes to `stats`), then, for a
-    /// viewer, starts the newest frame unless its `?fps` pace or its queue
-    /// say wait. `queue` looks at the socket, and is called only when
-    /// a look is due.
+    /// viewer, starts the newest frame unless its `?fps` pace, its path
+    /// or its reader say wait. `look` asks the kernel about the socket, and
+    /// is called only when a look is due.
     pub fn next(
         &mut self,
         latest: Option<&Rc<Frame>>,
         now: Instant,
         stats: &mut Stats,
-        queue: impl FnOnce() -> Backlog,
+        look: impl FnOnce() -> Option<Look>,
     ) -> Next {
         if !self.idle() {
             return Next::Write;
@@ -305,8 +323,12 @@ impl Client {
                     s.held = Some(Hold::Rate);
                     return Next::Retry(rate.retry_at());
                 }
-                if self.blocked || self.unchecked >= CHECK_EVERY {
-                    match queue() {
+                // A reader already behind is looked at on every frame.
+                if self.blocked || self.unchecked >= CHECK_EVERY || s.reader.unread > 0 {
+                    let Some(look) = look() else {
+                        return self.start(frame, now, stats);
+                    };
+                    match tcp::backlog(&look, self.max_queued) {
                         Backlog::Full => {
                             s.held = Some(Hold::Queue);
                             return Next::Retry(now + QUEUE_RETRY);
@@ -314,25 +336,48 @@ impl Client {
                         Backlog::Some => self.unchecked = CHECK_EVERY,
                         Backlog::Light => self.unchecked = 0,
                     }
+                    let unread = s.reader.unread;
+                    let room = self.max_queued.max(frame.jpeg.len()) as u64;
+                    let verdict = s.reader.judge(&look, room, now);
+                    if s.reader.unread < unread {
+                        // It read: a reader that reads is not stalled.
+                        self.last_progress = now;
+                    }
+                    if let Verdict::Wait(at) = verdict {
+                        s.held = Some(Hold::Reader);
+                        s.reader_held = true;
+                        return Next::Retry(at);
+                    }
                 } else {
                     self.unchecked += 1;
                 }
-                self.blocked = false;
-                let skipped = frame.seq - s.last_seq - 1;
-                s.skipped += skipped;
-                stats.frames_skipped += skipped;
-                s.last_seq = frame.seq;
-                if let Some(rate) = &mut s.rate {
-                    rate.took(now);
-                }
-                self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
-                self.timed = frame.live();
-                // A frame to send counts as progress: the client-timeout
-                // measures how long a client sits on unsent data.
-                self.last_progress = now;
-                Next::Write
+                self.start(frame, now, stats)
             }
         }
+    }
+
+    /// Starts `frame` for a streaming viewer: counts what it skipped, and
+    /// why.
+    fn start(&mut self, frame: &Rc<Frame>, now: Instant, stats: &mut Stats) -> Next {
+        let State::Streaming(s) = &mut self.state else { return Next::Read };
+        self.blocked = false;
+        let skipped = frame.seq - s.last_seq - 1;
+        s.skipped += skipped;
+        stats.frames_skipped += skipped;
+        if std::mem::take(&mut s.reader_held) {
+            s.skipped_reading += skipped;
+            stats.frames_skipped_reading += skipped;
+        }
+        s.last_seq = frame.seq;
+        if let Some(rate) = &mut s.rate {
+            rate.took(now);
+        }
+        self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
+        self.timed = frame.live();
+        // A frame to send counts as progress: the client-timeout measures
+        // how long a client sits on unsent data.
+        self.last_progress = now;
+        Next::Write
     }
 
     /// Frames a viewer has not taken and never will: those between the
@@ -362,7 +407,9 @@ impl Client {
             State::Replying => stuck,
             // Its own deadline answers it.
             State::Awaiting { .. } => false,
-            State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
+            State::Streaming(s) => {
+                (!self.idle() || matches!(s.held, Some(Hold::Queue | Hold::Reader))) && stuck
+            }
         }
     }
 }
@@ -371,6 +418,8 @@ impl Client {
 mod tests {
     use super::*;
     use crate::http::Framing::{AdvanceHeaders, Length};
+
+    const MAX_QUEUED: usize = 16 * 1024;
 
     fn frame(seq: u64, len: usize) -> Rc<Frame> {
         let mut jpeg = vec![0xAB; len];
@@ -396,8 +445,14 @@ mod tests {
         all
     }
 
-    fn light() -> Backlog {
-        Backlog::Light
+    /// A socket with nothing queued and a wide-open window.
+    fn light() -> Option<Look> {
+        Some(Look { window: Some(1 << 20), ..Look::default() })
+    }
+
+    /// A socket with `n` bytes unsent.
+    fn unsent(n: u64) -> Option<Look> {
+        Some(Look { unsent: n, ..light().unwrap() })
     }
 
     // The Request state.
@@ -405,7 +460,7 @@ mod tests {
     #[test]
     fn a_new_client_reads_its_request_and_has_nothing_to_send() {
         let t = Instant::now();
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         assert!(c.idle());
         assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Read);
         assert!(!c.expired(t + Duration::from_secs(9), secs(10), secs(10), secs(2)));
@@ -418,7 +473,7 @@ mod tests {
     fn a_reply_goes_out_in_pieces_then_shuts_down_then_lingers() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         let snap = frame(3, 100);
         c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)));
         assert_eq!(c.queued_bytes(), 8 + 100);
@@ -438,7 +493,7 @@ mod tests {
     #[test]
     fn a_reply_the_client_does_not_take_expires_at_the_client_timeout() {
         let t = Instant::now();
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         c.reply(vec![b'x'; 10], None);
         c.wrote(4, t + secs(1));
         c.would_block();
@@ -449,7 +504,7 @@ mod tests {
     // The Streaming state.
 
     fn streaming(max_fps: u32, latest: Option<&Rc<Frame>>, t: Instant) -> Client {
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         c.stream(b"H".to_vec(), Length, max_fps, latest, true, t);
         c
     }
@@ -496,7 +551,7 @@ mod tests {
     fn advance_framing_sends_the_next_parts_headers_after_each_frame() {
         let t = Instant::now();
         let f = frame(1, 10);
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), true, t);
         let sent = drain(&mut c, 3, t);
         assert_eq!(sent, [&b"H"[..], &f.pieces(AdvanceHeaders).concat()].concat());
@@ -507,7 +562,7 @@ mod tests {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let old = frame(7, 10);
-        let mut c = Client::new(t);
+        let mut c = Client::new(t, MAX_QUEUED);
         c.stream(b"H".to_vec(), Length, 0, Some(&old), false, t);
         assert_eq!(drain(&mut c, 100, t), b"H");
         assert_eq!(c.next(Some(&old), t, &mut stats, light), Next::Idle);
@@ -546,7 +601,7 @@ mod tests {
             let f = frame(seq, 10);
             let next = c.next(Some(&f), t, &mut stats, || {
                 looks += 1;
-                Backlog::Light
+                light()
             });
             assert_eq!(next, Next::Write);
             drain(&mut c, 100, t);
@@ -557,7 +612,7 @@ mod tests {
         let f = frame(18, 10);
         c.next(Some(&f), t, &mut stats, || {
             looks += 1;
-            Backlog::Some
+            unsent(MAX_QUEUED as u64 / 2)
         });
         assert_eq!(looks, 3);
     }
@@ -569,7 +624,10 @@ mod tests {
         let mut c = streaming(0, None, t);
         drain(&mut c, 100, t);
         let f = frame(1, 10);
-        assert_eq!(c.next(Some(&f), t, &mut stats, || Backlog::Full), Next::Retry(t + QUEUE_RETRY));
+        assert_eq!(
+            c.next(Some(&f), t, &mut stats, || unsent(MAX_QUEUED as u64)),
+            Next::Retry(t + QUEUE_RETRY)
+        );
         assert!(c.idle());
         assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
         assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));

@@ -16,6 +16,7 @@ pub mod http;
 pub mod input;
 pub mod offline;
 pub mod pattern;
+pub mod reader;
 pub mod relay;
 pub mod router;
 pub mod server;

@@ -21,6 +21,9 @@ pub struct Stats {
     pub frames_out: u64,
     /// Frames a viewer skipped to take a newer one (or its connection ended).
     pub frames_skipped: u64,
+    /// Of those, frames skipped because the viewer's application read
+    /// slower than the camera wrote.
+    pub frames_skipped_reading: u64,
     /// Frames live viewers have not taken and never will, as of the last
     /// [`Stats::refresh`]; they join `frames_skipped` as viewers move on.
     skipped_pending: u64,
@@ -60,6 +63,7 @@ impl Stats {
             bytes_out: 0,
             frames_out: 0,
             frames_skipped: 0,
+            frames_skipped_reading: 0,
             skipped_pending: 0,
             clients_total: 0,
             clients_refused: 0,
@@ -218,6 +222,13 @@ impl Stats {
                 "Frames a viewer skipped to take a newer one.",
                 Counter,
                 Int(self.skipped()),
+            ),
+            row(
+                "frames_skipped_reading",
+                "skipped_frames_slow_reader_total",
+                "Frames a viewer skipped because its application read slower than the camera wrote.",
+                Counter,
+                Int(self.frames_skipped_reading),
             ),
             row(
                 "garbage_bytes",

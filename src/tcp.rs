@@ -1,11 +1,18 @@
 /*!
 What the kernel knows about a client's TCP connection: the bytes queued on
-the socket and the round-trip times, and from them how much is ahead of a
-frame started now. Each look is a syscall, so callers ration them.
+the socket, the round-trip times, and the window the peer advertises, read
+in one [`look`]. What follows from them (how much is ahead of a frame
+started now) is worked out from a [`Look`] without further syscalls. Each
+look costs two syscalls, so callers ration them.
 */
 
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The log has said that this kernel does not report the peer's window.
+static NO_WINDOW_SAID: AtomicBool = AtomicBool::new(false);
 
 /// How much is ahead of a frame started now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +25,7 @@ pub enum Backlog {
     Full,
 }
 
-/// `struct tcp_info` of `<linux/tcp.h>` up to `tcpi_min_rtt` (Linux 4.6).
+/// `struct tcp_info` of `<linux/tcp.h>` up to `tcpi_snd_wnd` (Linux 5.4).
 /// The libc crate's own stops earlier and differs between glibc and musl,
 /// so the layout is spelled out here and its offsets are checked below.
 #[repr(C)]
@@ -44,6 +51,7 @@ struct TcpInfo {
     last_data_sent: u32,
     last_ack_sent: u32,
     last_data_recv: u32,
+    /// Milliseconds since the last acknowledgement came in.
     last_ack_recv: u32,
     pmtu: u32,
     rcv_ssthresh: u32,
@@ -59,6 +67,8 @@ struct TcpInfo {
     total_retrans: u32,
     pacing_rate: u64,
     max_pacing_rate: u64,
+    /// Bytes the peer's kernel has acknowledged: taken off the wire into its
+    /// receive buffer, not necessarily read by its application.
     bytes_acked: u64,
     bytes_received: u64,
     segs_out: u32,
@@ -66,6 +76,22 @@ struct TcpInfo {
     notsent_bytes: u32,
     /// The smallest round-trip time seen, µs: the path's own delay.
     min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    /// The peer's receive window as last advertised, in bytes (scaled):
+    /// the room left in its receive buffer for what it has not yet read.
+    snd_wnd: u32,
 }
 
 // The kernel's ABI (offsetof in <linux/tcp.h>): a wrong field here once
@@ -73,10 +99,58 @@ struct TcpInfo {
 const _: () = assert!(offset_of!(TcpInfo, rcv_ssthresh) == 64);
 const _: () = assert!(offset_of!(TcpInfo, rtt) == 68);
 const _: () = assert!(offset_of!(TcpInfo, min_rtt) == 148);
+const _: () = assert!(offset_of!(TcpInfo, bytes_acked) == 120);
+const _: () = assert!(offset_of!(TcpInfo, snd_wnd) == 228);
 
-/// The smoothed and the smallest round-trip time in µs, or None where the
-/// kernel does not report both.
-pub fn round_trips(socket: &impl AsRawFd) -> Option<(u64, u64)> {
+/// What the kernel says of one connection at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    /// Bytes written to the socket and not yet sent (`tcpi_notsent_bytes`).
+    pub unsent: u64,
+    /// Bytes sent and not yet acknowledged (`SIOCOUTQ` less the unsent).
+    pub in_flight: u64,
+    /// Smoothed and smallest round trip, µs (`tcpi_rtt`, `tcpi_min_rtt`).
+    pub srtt: u64,
+    pub min_rtt: u64,
+    /// Bytes the peer's kernel has taken (`tcpi_bytes_acked`).
+    pub acked: u64,
+    /// The peer's advertised window (`tcpi_snd_wnd`); None on kernels
+    /// before 5.4, which do not report it.
+    pub window: Option<u64>,
+    /// Time since the last acknowledgement (`tcpi_last_ack_recv`, whole ms).
+    pub since_ack: Duration,
+}
+
+/// Looks at a connection: one `getsockopt(TCP_INFO)` and one `SIOCOUTQ`.
+/// None where the kernel reports neither.
+pub fn look(socket: &impl AsRawFd) -> Option<Look> {
+    let (info, len) = tcp_info(socket)?;
+    let has = |end: usize| len >= end;
+    if !has(offset_of!(TcpInfo, min_rtt) + size_of::<u32>()) {
+        return None;
+    }
+    let unsent = u64::from(info.notsent_bytes);
+    let queued = queued_bytes(socket).map_or(unsent, |n| n as u64);
+    let window = has(offset_of!(TcpInfo, snd_wnd) + size_of::<u32>());
+    if !window && !NO_WINDOW_SAID.swap(true, Ordering::Relaxed) {
+        log!(
+            "warning: this kernel does not report a client's receive window (tcpi_snd_wnd, \
+             Linux 5.4): viewers that read slowly are paced by their link only"
+        );
+    }
+    Some(Look {
+        unsent,
+        in_flight: queued.saturating_sub(unsent),
+        srtt: u64::from(info.rtt),
+        min_rtt: u64::from(info.min_rtt),
+        acked: info.bytes_acked,
+        window: window.then_some(u64::from(info.snd_wnd)),
+        since_ack: Duration::from_millis(u64::from(info.last_ack_recv)),
+    })
+}
+
+/// `TCP_INFO` and how many of its bytes the kernel filled in.
+fn tcp_info(socket: &impl AsRawFd) -> Option<(TcpInfo, usize)> {
     let mut info = TcpInfo::default();
     let mut len = size_of::<TcpInfo>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `info`, a plain
@@ -90,8 +164,13 @@ pub fn round_trips(socket: &impl AsRawFd) -> Option<(u64, u64)> {
             &mut len,
         )
     };
-    let complete = len as usize >= offset_of!(TcpInfo, min_rtt) + size_of::<u32>();
-    (rc == 0 && complete).then(|| (u64::from(info.rtt), u64::from(info.min_rtt)))
+    (rc == 0).then_some((info, len as usize))
+}
+
+/// The smoothed and the smallest round-trip time in µs, or None where the
+/// kernel does not report both.
+pub fn round_trips(socket: &impl AsRawFd) -> Option<(u64, u64)> {
+    look(socket).map(|l| (l.srtt, l.min_rtt))
 }
 
 /// Bytes the kernel holds for this socket that have not been sent yet
@@ -123,23 +202,17 @@ fn outq(fd: RawFd, request: libc::Ioctl) -> Option<usize> {
 /// The queued share is estimated from the round trip as the kernel sees it:
 /// of the bytes in flight, the share `(srtt - min_rtt) / srtt` is waiting,
 /// the rest is the path's own delay, which a long link needs in flight to
-/// keep its rate. Where the kernel cannot say, nothing is ahead.
-pub fn backlog(socket: &impl AsRawFd, max: usize) -> Backlog {
-    // Below `max` there is no need to look closer: the common case, one ioctl.
-    let Some(total) = queued_bytes(socket) else { return Backlog::Light };
+/// keep its rate.
+pub fn backlog(look: &Look, max: usize) -> Backlog {
+    let max = max as u64;
+    let total = look.unsent + look.in_flight;
     if total < max / 4 {
         return Backlog::Light;
     }
     if total < max {
         return Backlog::Some;
     }
-    let Some(unsent) = unsent_bytes(socket) else { return Backlog::Some };
-    let in_flight = total.saturating_sub(unsent) as u64;
-    let queued = match round_trips(socket) {
-        Some((srtt, min_rtt)) => path_queue(in_flight, srtt, min_rtt),
-        None => 0,
-    };
-    if unsent as u64 + queued >= max as u64 {
+    if look.unsent + path_queue(look.in_flight, look.srtt, look.min_rtt) >= max {
         Backlog::Full
     } else {
         Backlog::Some
@@ -190,6 +263,10 @@ mod tests {
         assert_eq!(unsent_bytes(&server), Some(0));
         // The last reply may wait for a delayed acknowledgement.
         assert!(queued_bytes(&server).is_some_and(|n| n <= 4));
-        assert_eq!(backlog(&server, 32 * 1024), Backlog::Light);
+        let look = look(&server).expect("Linux reports TCP_INFO");
+        assert_eq!(backlog(&look, 32 * 1024), Backlog::Light);
+        // All but the last reply, which may wait for a delayed ACK.
+        assert!((19 * 4..=20 * 4).contains(&look.acked), "{look:?}");
+        assert!(look.window.is_some_and(|w| w > 0), "{look:?}");
     }
 }

@@ -206,7 +206,7 @@ impl Viewers {
             entry.insert(Conn {
                 socket,
                 addr,
-                client: Client::new(now),
+                client: Client::new(now, self.policy.max_queued_bytes),
                 idle_at: None,
                 retry_at: None,
             });
@@ -312,7 +312,6 @@ impl Viewers {
     /// the client under what it waits for.
     fn pump(&mut self, key: usize, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let max_queued = self.policy.max_queued_bytes;
         let next = loop {
             match write_out(conn, now, env.stats) {
                 Ok(true) => {}
@@ -321,10 +320,7 @@ impl Viewers {
                 Err(_) => return self.close(key, env.registry),
             }
             let socket = &conn.socket;
-            match conn
-                .client
-                .next(self.latest.as_ref(), now, env.stats, || tcp::backlog(socket, max_queued))
-            {
+            match conn.client.next(self.latest.as_ref(), now, env.stats, || tcp::look(socket)) {
                 Next::Write => continue,
                 Next::Shutdown => {
                     self.census.closing += 1;
@@ -483,15 +479,18 @@ impl Viewers {
             let _ = write!(
                 out,
                 "{}{{\"addr\":\"{}\",\"age_s\":{:.1},\"fps\":{},\"frames\":{},\"skipped\":{},\
-                 \"pending_bytes\":{},\"kernel_unsent_bytes\":{},\"bytes_sent\":{}}}",
+                 \"skipped_reading\":{},\"pending_bytes\":{},\"kernel_unsent_bytes\":{},\
+                 \"unread_bytes\":{},\"bytes_sent\":{}}}",
                 if i == 0 { "" } else { "," },
                 c.addr,
                 now.duration_since(c.client.accepted).as_secs_f64(),
                 s.fps,
                 s.frames,
                 s.skipped + c.client.pending_skips(self.seq),
+                s.skipped_reading,
                 c.client.queued_bytes(),
                 unsent,
+                s.reader.unread,
                 c.client.bytes_sent,
             );
         }

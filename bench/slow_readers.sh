@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Frame age against how fast the consumer reads: a 30 fps test pattern (and
+# a 90 fps one read at 30 frames/s), one consumer at a time that takes a
+# whole part and then works for 1/RATE s (bench/slow_consumer.py), with and
+# without `?fps=RATE`, for each server binary given.
+#
+#   bench/slow_readers.sh OUT.jsonl NAME=BIN [NAME=BIN ...]
+#
+# Environment: RATES [1 2 5 10 20 25 29 30], SECONDS [8], WARMUP [2],
+# PORT [18700]. The server runs on CPU 0, the consumer on CPU 1.
+set -euo pipefail
+out=$1; shift
+rates=${RATES:-1 2 5 10 20 25 29 30}
+secs=${SECONDS_EACH:-8}
+warmup=${WARMUP:-2}
+port=${PORT:-18700}
+here=$(dirname "$0")
+for spec in "$@"; do
+    name=${spec%%=*}; bin=${spec#*=}
+    for camera in 30 90; do
+        taskset -c 0 "$bin" --bind 127.0.0.1 -p "$port" --pattern --fps "$camera" 2>/dev/null &
+        server=$!
+        for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/stats" && break; sleep 0.1; done
+        if [ "$camera" = 90 ]; then list="30"; else list=$rates; fi
+        for rate in $list; do
+            for cap in no yes; do
+                query=""; [ "$cap" = yes ] && query="?fps=$rate"
+                line=$(taskset -c 1 python3 "$here/slow_consumer.py" \
+                    "http://127.0.0.1:$port/video.mjpg$query" "$rate" "$secs" "$warmup")
+                echo "{\"server\":\"$name\",\"camera_fps\":$camera,\"fps_cap\":\"$cap\",${line#\{}" | tee -a "$out"
+            done
+        done
+        kill "$server"; wait "$server" 2>/dev/null || true
+    done
+done
