@@ -77,6 +77,12 @@ pub struct Args {
     #[argh(option, default = "16 * 1024")]
     pub max_queued_bytes: u32,
 
+    /// bytes of distinct frames viewers may hold between them; past it the viewers holding the
+    /// oldest frames are closed, so trickling clients cannot take the Pi's memory (default
+    /// 33554432)
+    #[argh(option, default = "32 << 20")]
+    pub max_held_bytes: usize,
+
     /// require HTTP Basic authentication with USER:PASS on every endpoint
     #[argh(option)]
     pub auth: Option<String>,
@@ -161,6 +167,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub client_timeout: Duration,
     pub max_queued_bytes: u32,
+    pub max_held_bytes: usize,
     pub source_timeout: Duration,
     pub kill_timeout: Duration,
     /// `--on-demand`: how long the camera runs on after the last viewer.
@@ -183,6 +190,13 @@ impl Args {
         }
         if self.max_frame_bytes < 1024 {
             return Err("--max-frame-bytes must be at least 1024".into());
+        }
+        if self.max_held_bytes < self.max_frame_bytes.saturating_mul(2) {
+            return Err(format!(
+                "--max-held-bytes {} must be at least twice --max-frame-bytes {}: \
+                 the newest frame and one being sent",
+                self.max_held_bytes, self.max_frame_bytes
+            ));
         }
         for (flag, secs) in [
             ("--stats", self.stats.unwrap_or(1)),
@@ -247,6 +261,7 @@ impl Args {
             request_timeout: Duration::from_secs(self.request_timeout),
             client_timeout: Duration::from_secs(self.client_timeout),
             max_queued_bytes: self.max_queued_bytes.max(1),
+            max_held_bytes: self.max_held_bytes,
             source_timeout: Duration::from_secs(self.source_timeout),
             kill_timeout: Duration::from_secs(self.kill_timeout),
             linger: self.on_demand.then(|| Duration::from_secs(self.linger)),
@@ -292,6 +307,7 @@ mod tests {
         assert_eq!(c.bind, None);
         assert_eq!(c.max_clients, 1024);
         assert_eq!(c.max_frame_bytes, 8 << 20);
+        assert_eq!(c.max_held_bytes, 32 << 20);
         assert_eq!(c.source, Source::Stdin);
         assert_eq!(c.stats_every, None);
     }

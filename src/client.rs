@@ -183,8 +183,12 @@ pub struct Client {
     /// and unread by the application.
     max_queued: usize,
     pub accepted: Instant,
-    /// When the client last took bytes, or was last given a frame.
+    /// When the client last finished or was given a frame or a reply, or
+    /// its kernel took bytes held on the path: bytes trickled into its
+    /// socket are no progress, or a client could hold a frame for ever.
     pub last_progress: Instant,
+    /// The peer's `bytes_acked` at the last look.
+    acked: u64,
     pub bytes_sent: u64,
     out: Output,
     /// False for the frame a viewer is given on joining: it was read before
@@ -204,6 +208,7 @@ impl Client {
             max_queued,
             accepted: now,
             last_progress: now,
+            acked: 0,
             bytes_sent: 0,
             out: Output::default(),
             timed: false,
@@ -222,9 +227,15 @@ impl Client {
         self.out.remaining()
     }
 
+    /// The frame this client holds while it sends it: its number and size.
+    pub fn holding(&self) -> Option<(u64, usize)> {
+        self.out.frame.as_ref().map(|(f, _)| (f.seq, f.jpeg.len()))
+    }
+
     /// Sends `head` (and a snapshot's JPEG), then closes.
-    pub fn reply(&mut self, head: Vec<u8>, jpeg: Option<Rc<Frame>>) {
+    pub fn reply(&mut self, head: Vec<u8>, jpeg: Option<Rc<Frame>>, now: Instant) {
         self.state = State::Replying;
+        self.last_progress = now;
         self.out = Output { head, frame: jpeg.map(|f| (f, Body::Jpeg)), sent: 0 };
     }
 
@@ -272,11 +283,10 @@ impl Client {
     }
 
     /// Records that the socket took `n` more bytes.
-    pub fn wrote(&mut self, n: usize, now: Instant) {
+    pub fn wrote(&mut self, n: usize) {
         debug_assert!(n <= self.out.remaining());
         self.out.sent += n;
         self.bytes_sent += n as u64;
-        self.last_progress = now;
     }
 
     /// Records that the socket was full before the output was.
@@ -305,6 +315,7 @@ impl Client {
             stats.delivered(self.timed.then(|| done.saturating_duration_since(frame.read_at)));
             if let State::Streaming(s) = &mut self.state {
                 s.frames += 1;
+                self.last_progress = now;
             }
         }
         self.out = Output::default();
@@ -328,6 +339,11 @@ impl Client {
                     let Some(look) = look() else {
                         return self.start(frame, now, stats);
                     };
+                    if look.acked > self.acked {
+                        // The link moves what waits on it: not a stall.
+                        self.acked = look.acked;
+                        self.last_progress = now;
+                    }
                     match tcp::backlog(&look, self.max_queued) {
                         Backlog::Full => {
                             s.held = Some(Hold::Queue);
@@ -434,13 +450,13 @@ mod tests {
     }
 
     /// Writes everything, `chunk` bytes at a time, as a socket would take it.
-    fn drain(c: &mut Client, chunk: usize, now: Instant) -> Vec<u8> {
+    fn drain(c: &mut Client, chunk: usize) -> Vec<u8> {
         let mut all = Vec::new();
         while !c.idle() {
             let b = bytes(c);
             let k = chunk.min(b.len());
             all.extend_from_slice(&b[..k]);
-            c.wrote(k, now);
+            c.wrote(k);
         }
         all
     }
@@ -475,10 +491,10 @@ mod tests {
         let mut stats = Stats::new(t);
         let mut c = Client::new(t, MAX_QUEUED);
         let snap = frame(3, 100);
-        c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)));
+        c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)), t);
         assert_eq!(c.queued_bytes(), 8 + 100);
         assert_eq!(c.next(None, t, &mut stats, light), Next::Write);
-        let sent = drain(&mut c, 7, t);
+        let sent = drain(&mut c, 7);
         assert_eq!(&sent[..8], b"HEAD\r\n\r\n");
         assert_eq!(&sent[8..], &snap.jpeg[..]);
         assert_eq!(c.next(None, t, &mut stats, light), Next::Shutdown);
@@ -494,11 +510,12 @@ mod tests {
     fn a_reply_the_client_does_not_take_expires_at_the_client_timeout() {
         let t = Instant::now();
         let mut c = Client::new(t, MAX_QUEUED);
-        c.reply(vec![b'x'; 10], None);
-        c.wrote(4, t + secs(1));
+        c.reply(vec![b'x'; 10], None, t);
+        // Bytes trickled out are no progress: the reply must be done in time.
+        c.wrote(4);
         c.would_block();
-        assert!(!c.expired(t + secs(10), secs(10), secs(10), secs(2)));
-        assert!(c.expired(t + secs(11), secs(10), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(9), secs(10), secs(10), secs(2)));
+        assert!(c.expired(t + secs(10), secs(10), secs(10), secs(2)));
     }
 
     // The Streaming state.
@@ -519,7 +536,7 @@ mod tests {
         let mut stats = Stats::new(t);
         let f = frame(5, 50);
         let mut c = streaming(0, Some(&f), t);
-        let sent = drain(&mut c, 1, t);
+        let sent = drain(&mut c, 1);
         let mut expected = b"H".to_vec();
         expected.extend(f.pieces(Length).concat());
         assert_eq!(sent, expected);
@@ -535,11 +552,11 @@ mod tests {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let mut c = streaming(0, Some(&frame(1, 10)), t);
-        drain(&mut c, 1000, t);
+        drain(&mut c, 1000);
         let newest = frame(4, 10);
         assert_eq!(c.next(Some(&newest), t, &mut stats, light), Next::Write);
         assert_eq!(bytes(&c), newest.pieces(Length).concat());
-        drain(&mut c, 1000, t);
+        drain(&mut c, 1000);
         assert_eq!(c.next(Some(&newest), t, &mut stats, light), Next::Idle);
         let State::Streaming(s) = &c.state else { panic!() };
         assert_eq!((s.frames, s.skipped), (2, 2));
@@ -553,7 +570,7 @@ mod tests {
         let f = frame(1, 10);
         let mut c = Client::new(t, MAX_QUEUED);
         c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), true, t);
-        let sent = drain(&mut c, 3, t);
+        let sent = drain(&mut c, 3);
         assert_eq!(sent, [&b"H"[..], &f.pieces(AdvanceHeaders).concat()].concat());
     }
 
@@ -564,7 +581,7 @@ mod tests {
         let old = frame(7, 10);
         let mut c = Client::new(t, MAX_QUEUED);
         c.stream(b"H".to_vec(), Length, 0, Some(&old), false, t);
-        assert_eq!(drain(&mut c, 100, t), b"H");
+        assert_eq!(drain(&mut c, 100), b"H");
         assert_eq!(c.next(Some(&old), t, &mut stats, light), Next::Idle);
         let new = frame(8, 10);
         assert_eq!(c.next(Some(&new), t, &mut stats, light), Next::Write);
@@ -575,7 +592,7 @@ mod tests {
     fn a_viewer_without_frames_waits_idle_and_is_never_stalled() {
         let t = Instant::now();
         let mut c = streaming(0, None, t);
-        drain(&mut c, 1, t);
+        drain(&mut c, 1);
         assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Idle);
         assert!(!c.expired(t + secs(100), secs(10), secs(10), secs(2)));
     }
@@ -584,10 +601,48 @@ mod tests {
     fn a_viewer_sitting_on_a_frame_expires_at_the_client_timeout() {
         let t = Instant::now();
         let mut c = streaming(0, Some(&frame(1, 100)), t);
-        c.wrote(10, t);
+        c.wrote(10);
         c.would_block();
         assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
         assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));
+    }
+
+    #[test]
+    fn a_viewer_that_trickles_expires_unless_it_finishes_its_frame() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, Some(&frame(1, 100)), t);
+        for _ in 1..10 {
+            c.wrote(1);
+        }
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)), "a byte a second");
+        // One that finishes its frame by then starts the clock again.
+        let mut c = streaming(0, Some(&frame(1, 100)), t);
+        let done = t + secs(9);
+        drain(&mut c, 1000);
+        assert_eq!(c.next(Some(&frame(2, 100)), done, &mut stats, light), Next::Write);
+        assert!(!c.expired(t + secs(18), secs(60), secs(10), secs(2)));
+        assert!(c.expired(t + secs(19), secs(60), secs(10), secs(2)));
+    }
+
+    #[test]
+    fn a_held_viewer_whose_link_moves_bytes_is_not_stalled() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        let f = frame(1, 10);
+        let full = |acked| Some(Look { unsent: MAX_QUEUED as u64, acked, ..light().unwrap() });
+        let mut at = t;
+        for step in 1..=30 {
+            at = t + secs(step);
+            assert_eq!(
+                c.next(Some(&f), at, &mut stats, || full(step * 1000)),
+                Next::Retry(at + QUEUE_RETRY)
+            );
+        }
+        assert!(!c.expired(at + secs(9), secs(60), secs(10), secs(2)));
+        assert!(c.expired(at + secs(10), secs(60), secs(10), secs(2)));
     }
 
     #[test]
@@ -595,7 +650,7 @@ mod tests {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let mut c = streaming(0, None, t);
-        drain(&mut c, 100, t);
+        drain(&mut c, 100);
         let mut looks = 0;
         for seq in 1..=17 {
             let f = frame(seq, 10);
@@ -604,7 +659,7 @@ mod tests {
                 light()
             });
             assert_eq!(next, Next::Write);
-            drain(&mut c, 100, t);
+            drain(&mut c, 100);
         }
         // The first frame is looked at, then every CHECK_EVERY + 1.
         assert_eq!(looks, 2);
@@ -622,7 +677,7 @@ mod tests {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let mut c = streaming(0, None, t);
-        drain(&mut c, 100, t);
+        drain(&mut c, 100);
         let f = frame(1, 10);
         assert_eq!(
             c.next(Some(&f), t, &mut stats, || unsent(MAX_QUEUED as u64)),
@@ -634,7 +689,7 @@ mod tests {
         // The retry finds room and takes the frame it held.
         let later = t + QUEUE_RETRY;
         assert_eq!(c.next(Some(&f), later, &mut stats, light), Next::Write);
-        drain(&mut c, 100, later);
+        drain(&mut c, 100);
         assert!(!c.expired(t + secs(100), secs(60), secs(10), secs(2)));
     }
 
@@ -645,7 +700,7 @@ mod tests {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let mut c = streaming(max_fps, None, t);
-        drain(&mut c, 1000, t);
+        drain(&mut c, 1000);
         let mut retry = None;
         let mut seq = 0;
         let mut at = t;
@@ -658,13 +713,13 @@ mod tests {
                 if let Next::Retry(r) = c.next(latest.as_ref(), r, &mut stats, light) {
                     retry = Some(r);
                 }
-                drain(&mut c, 1000, r);
+                drain(&mut c, 1000);
             }
             seq += 1;
             match c.next(Some(&frame(seq, 4)), at, &mut stats, light) {
                 Next::Retry(r) => retry = Some(r),
                 Next::Write => {
-                    drain(&mut c, 1000, at);
+                    drain(&mut c, 1000);
                     c.next(None, at, &mut stats, light);
                 }
                 other => panic!("{other:?}"),
@@ -692,7 +747,7 @@ mod tests {
         let mut stats = Stats::new(t);
         let first = frame(1, 10);
         let mut c = streaming(1, Some(&first), t);
-        drain(&mut c, 100, t);
+        drain(&mut c, 100);
         assert_eq!(c.next(Some(&first), t, &mut stats, light), Next::Idle);
         // The second frame comes 100 ms later, then nothing.
         let second = frame(2, 10);
@@ -701,7 +756,7 @@ mod tests {
         assert!(retry > t + secs(1) && retry <= t + Duration::from_millis(1500), "{retry:?}");
         assert!(!c.expired(t + secs(30), secs(60), secs(2), secs(2)), "declined is not stalled");
         assert_eq!(c.next(Some(&second), retry, &mut stats, light), Next::Write);
-        drain(&mut c, 100, retry);
+        drain(&mut c, 100);
         c.next(Some(&second), retry, &mut stats, light);
         let State::Streaming(s) = &c.state else { panic!() };
         assert_eq!((s.frames, s.last_seq), (2, 2));

@@ -150,6 +150,7 @@ impl Server {
         let policy = Policy {
             max_clients: config.max_clients,
             max_queued_bytes: config.max_queued_bytes as usize,
+            max_held_bytes: config.max_held_bytes,
             request_timeout: config.request_timeout,
             client_timeout: config.client_timeout,
             credentials: config.credentials.clone(),
@@ -383,6 +384,7 @@ impl Server {
                 input: self.input.counters(),
                 clients: self.viewers.len(),
                 viewers: self.viewers.streaming(),
+                held_bytes: self.viewers.held_bytes(),
                 source: &source,
                 log_dropped: crate::log::dropped(),
             };

@@ -32,6 +32,9 @@ pub struct Stats {
     pub clients_refused: u64,
     /// Clients closed for sending no request, or taking no data, in time.
     pub clients_timed_out: u64,
+    /// Clients closed because the frames clients held reached
+    /// `--max-held-bytes`.
+    pub clients_evicted: u64,
     /// Times the listener rested because file descriptors ran out.
     pub accept_pauses: u64,
     /// Time from the read that completed a frame to the write that finished
@@ -68,6 +71,7 @@ impl Stats {
             clients_total: 0,
             clients_refused: 0,
             clients_timed_out: 0,
+            clients_evicted: 0,
             accept_pauses: 0,
             latency: histogram(),
             interval: histogram(),
@@ -201,6 +205,20 @@ impl Stats {
                 "Clients closed for sending no request or taking no data in time.",
                 Counter,
                 Int(self.clients_timed_out),
+            ),
+            row(
+                "clients_evicted",
+                "clients_evicted_total",
+                "Clients closed because the frames clients held reached --max-held-bytes.",
+                Counter,
+                Int(self.clients_evicted),
+            ),
+            row(
+                "held_frame_bytes",
+                "held_frame_bytes",
+                "Bytes of distinct frames clients hold while they send them.",
+                Gauge,
+                Int(f.held_bytes as u64),
             ),
             row(
                 "accept_pauses",
@@ -385,6 +403,8 @@ pub struct Figures<'a> {
     pub input: &'a Counters,
     pub clients: usize,
     pub viewers: usize,
+    /// Bytes of distinct frames clients hold.
+    pub held_bytes: usize,
     pub source: &'a Described<'a>,
     pub log_dropped: u64,
 }
@@ -558,6 +578,7 @@ mod tests {
             input: &counters,
             clients: 3,
             viewers: 1,
+            held_bytes: 0,
             source: &source,
             log_dropped: 0,
         };

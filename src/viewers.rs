@@ -56,6 +56,8 @@ pub struct Env<'a> {
 pub struct Policy {
     pub max_clients: usize,
     pub max_queued_bytes: usize,
+    /// Bytes of distinct frames clients may hold between them.
+    pub max_held_bytes: usize,
     pub request_timeout: Duration,
     pub client_timeout: Duration,
     /// The base64 `USER:PASS` every request must carry, if any.
@@ -73,6 +75,43 @@ struct Conn {
     /// The retry this viewer waits for, if any: an older one that comes
     /// due is ignored.
     retry_at: Option<Instant>,
+    /// The frame counted for it in [`Held`]: its number and size.
+    held: Option<(u64, usize)>,
+}
+
+/// The distinct frames clients hold while they send them, counted once
+/// however many hold each: what viewers cost in memory beyond the newest
+/// frame. Clients that trickle, each partway through a different frame,
+/// would otherwise hold a frame each for as long as they like.
+#[derive(Default)]
+struct Held {
+    /// Holders and size by frame number; the first is the oldest.
+    frames: std::collections::BTreeMap<u64, (usize, usize)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn take(&mut self, (seq, len): (u64, usize)) {
+        let entry = self.frames.entry(seq).or_insert((0, len));
+        if entry.0 == 0 {
+            self.bytes += len;
+        }
+        entry.0 += 1;
+    }
+
+    fn drop(&mut self, (seq, len): (u64, usize)) {
+        if let Some(entry) = self.frames.get_mut(&seq) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                self.frames.remove(&seq);
+                self.bytes -= len;
+            }
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.frames.keys().next().copied()
+    }
 }
 
 /// What a client asked for that only the caller can answer.
@@ -108,6 +147,7 @@ pub struct Viewers {
     /// The latest of the source's own frames (not a notice), for its size.
     last_live: Option<Rc<Frame>>,
     census: Census,
+    held: Held,
     latest: Option<Rc<Frame>>,
     /// The sequence number of the latest frame; frames count from 1.
     seq: u64,
@@ -128,6 +168,7 @@ impl Viewers {
             awaiting: Vec::new(),
             last_live: None,
             census: Census::default(),
+            held: Held::default(),
             latest: None,
             seq: 0,
             rotation: 0,
@@ -209,6 +250,7 @@ impl Viewers {
                 client: Client::new(now, self.policy.max_queued_bytes),
                 idle_at: None,
                 retry_at: None,
+                held: None,
             });
         }
     }
@@ -246,7 +288,7 @@ impl Viewers {
     /// Sends a whole reply the caller built (for [`Asked`]).
     pub fn reply(&mut self, key: usize, head: Vec<u8>, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.client.reply(head, None);
+        conn.client.reply(head, None, now);
         self.pump(key, now, env);
     }
 
@@ -280,7 +322,7 @@ impl Viewers {
                 conn.client.stream(head, framing, max_fps, latest, !stale, now);
                 self.census.streaming += 1;
             }
-            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
+            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg, now),
             Reply::Figures { format, head_only } => {
                 return Some(Asked::Figures { format, head_only })
             }
@@ -301,7 +343,7 @@ impl Viewers {
         let State::Awaiting { head_only } = conn.client.state else { return };
         self.awaiting.retain(|&k| k != key);
         match router::snapshot(self.latest.as_ref(), &self.policy.extra_headers, head_only) {
-            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg),
+            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg, now),
             _ => unreachable!("a snapshot is a whole reply"),
         }
         self.pump(key, now, env);
@@ -309,11 +351,25 @@ impl Viewers {
 
     /// Writes until the client's socket would block or it has nothing to
     /// send, taking the newest frame whenever it finishes one; then files
-    /// the client under what it waits for.
+    /// the client under what it waits for, and counts the frame it holds.
     fn pump(&mut self, key: usize, now: Instant, env: &mut Env) {
+        self.pump_out(key, now, env);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let holding = conn.client.holding();
+        if holding != conn.held {
+            if let Some(old) = std::mem::replace(&mut conn.held, holding) {
+                self.held.drop(old);
+            }
+            if let Some(new) = holding {
+                self.held.take(new);
+            }
+        }
+    }
+
+    fn pump_out(&mut self, key: usize, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let next = loop {
-            match write_out(conn, now, env.stats) {
+            match write_out(conn, env.stats) {
                 Ok(true) => {}
                 Ok(false) => break Next::Write,
                 // The peer is gone.
@@ -385,6 +441,7 @@ impl Viewers {
     /// Makes `jpeg` the latest frame and writes it to every idle viewer;
     /// waiting snapshots get it too.
     pub fn publish(&mut self, jpeg: Vec<u8>, read_at: Instant, env: &mut Env) {
+        self.make_room(jpeg.len(), env);
         self.seq += 1;
         let extra = &self.policy.extra_headers;
         let frame = Rc::new(Frame::new(self.seq, jpeg, read_at, unix_micros(), extra));
@@ -399,10 +456,52 @@ impl Viewers {
     /// Sends viewers a notice made while the source has no frames
     /// ([`Frame::notice`]): never a latency sample or a fresh snapshot.
     pub fn publish_notice(&mut self, jpeg: Vec<u8>, state: &'static str, env: &mut Env) {
+        self.make_room(jpeg.len(), env);
         self.seq += 1;
         let extra = &self.policy.extra_headers;
         let frame = Rc::new(Frame::notice(self.seq, jpeg, unix_micros(), extra, state));
         self.fan_out(frame, env);
+    }
+
+    /// Keeps the frames clients hold, with a new one of `len` bytes, within
+    /// `--max-held-bytes`: closes the clients holding the oldest frames
+    /// first (never the newest frame's), as Redis closes clients past their
+    /// output limit. One log line per burst.
+    fn make_room(&mut self, len: usize, env: &mut Env) {
+        let budget = self.policy.max_held_bytes;
+        let newest = self.latest.as_ref().map(|f| f.seq);
+        let (mut clients, freed_before) = (0, self.held.bytes);
+        while self.held.bytes + len > budget {
+            let Some(oldest) = self.held.oldest().filter(|&seq| Some(seq) != newest) else {
+                break;
+            };
+            let mut holders = std::mem::take(&mut self.scratch);
+            holders.clear();
+            holders.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| c.held.is_some_and(|(seq, _)| seq == oldest))
+                    .map(|(k, _)| k),
+            );
+            for &key in &holders {
+                self.close(key, env.registry);
+            }
+            clients += holders.len();
+            self.scratch = holders;
+        }
+        if clients > 0 {
+            env.stats.clients_evicted += clients as u64;
+            log!(
+                "warning: closed {clients} clients holding {} KiB of older frames, to keep \
+                 what clients hold within --max-held-bytes {budget}",
+                (freed_before - self.held.bytes) / 1024
+            );
+        }
+    }
+
+    /// Bytes of distinct frames clients hold while they send them.
+    pub fn held_bytes(&self) -> usize {
+        self.held.bytes
     }
 
     fn fan_out(&mut self, frame: Rc<Frame>, env: &mut Env) {
@@ -454,6 +553,9 @@ impl Viewers {
         }
         let mut conn = self.conns.remove(key);
         self.census.left(&conn.client.state);
+        if let Some(held) = conn.held {
+            self.held.drop(held);
+        }
         // The frames it had not taken are skipped for good now.
         self.pending_closed += conn.client.pending_skips(self.seq);
         let _ = registry.deregister(&mut conn.socket);
@@ -501,14 +603,14 @@ impl Viewers {
 
 /// Writes with `writev` until the output is sent (true) or the socket is
 /// full (false).
-fn write_out(conn: &mut Conn, now: Instant, stats: &mut Stats) -> io::Result<bool> {
+fn write_out(conn: &mut Conn, stats: &mut Stats) -> io::Result<bool> {
     while !conn.client.idle() {
         let mut iov = [IoSlice::new(&[]); 4];
         let n = conn.client.iovecs(&mut iov);
         match conn.socket.write_vectored(&iov[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(k) => {
-                conn.client.wrote(k, now);
+                conn.client.wrote(k);
                 stats.bytes_out += k as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
