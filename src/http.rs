@@ -8,6 +8,7 @@ the server sends.
 */
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// A request line and headers larger than this get `431`: real clients send
 /// a few hundred bytes, and the cap bounds what a client can make us hold.
@@ -15,6 +16,11 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// More headers than this get `431` (httparse needs a fixed array).
 const MAX_HEADERS: usize = 64;
+
+/// The longest `?fps` interval: one frame a day. A viewer that wants fewer
+/// wants snapshots, and the bound keeps every deadline reckoned from the
+/// interval far inside `Instant`'s range.
+pub const MAX_FRAME_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The multipart boundary. Its delimiter on the wire is `--` followed by
 /// this, as RFC 2046 says; it is long and odd enough never to occur in the
@@ -66,8 +72,9 @@ pub struct Request {
     pub route: Route,
     pub method: Method,
     pub framing: Framing,
-    /// `?fps=N`: at most N frames a second for this client (0: no cap).
-    pub max_fps: u32,
+    /// `?fps=N` as the time from one frame to the next (`0.5`: 2 s); `None`
+    /// without it.
+    pub frame_interval: Option<Duration>,
     /// The `Authorization` header, if any, for the caller to check.
     pub authorization: Option<Vec<u8>>,
 }
@@ -92,6 +99,9 @@ pub enum Parsed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     BadRequest,
+    /// A known query parameter, named here, has a value it cannot take;
+    /// the body says which, since nothing else would tell the user.
+    BadQuery(&'static str),
     Unauthorized,
     NotFound,
     MethodNotAllowed,
@@ -102,7 +112,7 @@ pub enum Status {
 impl Status {
     pub fn line(self) -> &'static str {
         match self {
-            Status::BadRequest => "400 Bad Request",
+            Status::BadRequest | Status::BadQuery(_) => "400 Bad Request",
             Status::Unauthorized => "401 Unauthorized",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
@@ -136,8 +146,9 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 "OPTIONS" => Method::Options,
                 _ => return Parsed::Error(Status::MethodNotAllowed),
             };
-            let Some(target) = Target::parse(target) else {
-                return Parsed::Error(Status::NotFound);
+            let target = match Target::parse(target) {
+                Ok(target) => target,
+                Err(status) => return Parsed::Error(status),
             };
             let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
             let framing = match target.advance_headers {
@@ -150,7 +161,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 route: target.route,
                 method,
                 framing,
-                max_fps: target.max_fps,
+                frame_interval: target.frame_interval,
                 authorization: header("authorization").map(<[u8]>::to_vec),
             })
         }
@@ -161,23 +172,24 @@ pub fn parse(buf: &[u8]) -> Parsed {
 struct Target {
     route: Route,
     advance_headers: Option<bool>,
-    max_fps: u32,
+    frame_interval: Option<Duration>,
 }
 
 impl Target {
     /// Maps the paths of this server, µStreamer and mjpg-streamer onto routes.
     /// Unknown query parameters are ignored: viewers append cache-busters.
-    fn parse(target: &str) -> Option<Target> {
+    /// An unknown path is `404`; then a known parameter's bad value is `400`.
+    fn parse(target: &str) -> Result<Target, Status> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut action = None;
         let mut advance_headers = None;
-        let mut max_fps = 0;
+        let mut fps = None;
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "action" => action = Some(value),
                 "advance_headers" => advance_headers = Some(truthy(value)),
-                "fps" => max_fps = value.parse().unwrap_or(0),
+                "fps" => fps = Some(value),
                 _ => {}
             }
         }
@@ -191,10 +203,30 @@ impl Target {
             ("/metrics", _) => Route::Metrics,
             ("/latency", _) => Route::Latency,
             ("/favicon.ico", _) => Route::Favicon,
-            _ => return None,
+            _ => return Err(Status::NotFound),
         };
-        Some(Target { route, advance_headers, max_fps })
+        let frame_interval =
+            fps.map(|value| frame_interval(value).ok_or(Status::BadQuery("fps"))).transpose()?;
+        Ok(Target { route, advance_headers, frame_interval })
     }
+}
+
+/// `?fps=N` as the time from one frame to the next. N is a decimal number
+/// above 0 in digits with at most one point (`0.5` is a frame every 2 s);
+/// a sign, an exponent, `inf` or `NaN` is refused rather than guessed at,
+/// and so is a rate slower than one frame per [`MAX_FRAME_INTERVAL`].
+fn frame_interval(value: &str) -> Option<Duration> {
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    let points = value.bytes().filter(|&b| b == b'.').count();
+    if digits == 0 || points > 1 || digits + points != value.len() {
+        return None;
+    }
+    let fps: f64 = value.parse().ok()?;
+    if !fps.is_finite() || fps <= 0.0 {
+        return None;
+    }
+    let interval = Duration::try_from_secs_f64(1.0 / fps).ok()?;
+    (interval <= MAX_FRAME_INTERVAL).then_some(interval)
 }
 
 /// µStreamer's rule: a value is true if it starts with `1`, or is `true` or `yes`.
@@ -298,7 +330,10 @@ pub fn preflight_response(extra: &str) -> Vec<u8> {
 /// A whole error response: status, a one-line plain-text body, and the
 /// headers the status needs.
 pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
-    let body = format!("{}\n", status.line());
+    let body = match status {
+        Status::BadQuery(name) => format!("{}: invalid value for {name}\n", status.line()),
+        _ => format!("{}\n", status.line()),
+    };
     let more = match status {
         Status::MethodNotAllowed => "Allow: GET, HEAD, OPTIONS\r\n",
         Status::Unauthorized => "WWW-Authenticate: Basic realm=\"camera\", charset=\"UTF-8\"\r\n",
@@ -435,11 +470,57 @@ mod tests {
     fn fps_cap_and_headers_are_read() {
         match parse(b"GET /video.mjpg?fps=5 HTTP/1.1\r\nauthorization: Basic eDp5\r\n\r\n") {
             Parsed::Request(r) => {
-                assert_eq!(r.max_fps, 5);
+                assert_eq!(r.frame_interval, Some(Duration::from_millis(200)));
                 assert_eq!(r.authorization.as_deref(), Some(&b"Basic eDp5"[..]));
             }
             other => panic!("{other:?}"),
         }
+        match get("/video.mjpg?x=1") {
+            Parsed::Request(r) => assert_eq!(r.frame_interval, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fractional_fps_is_an_interval() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(frame_interval("0.5"), ms(2000));
+        assert_eq!(frame_interval(".5"), ms(2000));
+        assert_eq!(frame_interval("5."), ms(200));
+        assert_eq!(frame_interval("0.25"), ms(4000));
+        assert_eq!(frame_interval("1"), ms(1000));
+        assert_eq!(frame_interval("2.5"), ms(400));
+        assert_eq!(frame_interval("010"), ms(100));
+        assert_eq!(frame_interval("30"), Some(Duration::from_nanos(33_333_333)));
+        // A day a frame is the slowest; a faster source than any camera is
+        // as good as no cap.
+        assert_eq!(frame_interval("0.0000115741"), Some(Duration::from_nanos(86_399_806_464_434)));
+        assert_eq!(frame_interval("0.0000115740"), None);
+        assert_eq!(frame_interval("1000000000"), Some(Duration::from_nanos(1)));
+        assert_eq!(frame_interval(&"9".repeat(400)), None, "past f64: infinite");
+    }
+
+    #[test]
+    fn fps_that_is_not_a_positive_decimal_is_refused() {
+        for value in [
+            "", "0", "0.0", "00", ".", "-1", "+1", "-0.5", "1e3", "1E3", "inf", "NaN", "infinity",
+            "0x10", "1.2.3", "..5", " 5", "5 ", "5%20", "½", "５", "1,5", "five",
+        ] {
+            assert_eq!(frame_interval(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_fps_is_400_naming_it_and_an_unknown_path_stays_404() {
+        for target in ["/video.mjpg?fps=0", "/video.mjpg?fps=abc", "/stream?fps=-2", "/?fps"] {
+            assert_eq!(get(target), Parsed::Error(Status::BadQuery("fps")), "{target}");
+        }
+        assert_eq!(get("/?action=stream&fps=5&fps=x"), Parsed::Error(Status::BadQuery("fps")));
+        assert_eq!(get("/nowhere?fps=0"), Parsed::Error(Status::NotFound));
+        let reply = String::from_utf8(error_response(Status::BadQuery("fps"), "", false)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+        assert!(reply.contains("\r\nContent-Length: 39\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n400 Bad Request: invalid value for fps\n"), "{reply}");
     }
 
     #[test]

@@ -22,8 +22,9 @@ use raspivid_mjpeg_server::http::{self, Framing, Parsed, Status, BOUNDARY, MAX_R
 /// Every prefix up to this length; past it, a sample of prefixes.
 const ALL_PREFIXES_MAX: usize = 1024;
 
-const STATUSES: [Status; 6] = [
+const STATUSES: [Status; 7] = [
     Status::BadRequest,
+    Status::BadQuery("fps"),
     Status::Unauthorized,
     Status::NotFound,
     Status::MethodNotAllowed,
