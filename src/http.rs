@@ -10,8 +10,9 @@ the server sends.
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// A request line and headers larger than this get `431`: real clients send
-/// a few hundred bytes, and the cap bounds what a client can make us hold.
+/// A request line and headers larger than this get `431`, or `414` when the
+/// request line alone has not ended by then: real clients send a few
+/// hundred bytes, and the cap bounds what a client can make us hold.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// More headers than this get `431` (httparse needs a fixed array).
@@ -105,6 +106,7 @@ pub enum Status {
     Unauthorized,
     NotFound,
     MethodNotAllowed,
+    UriTooLong,
     HeadersTooLarge,
     Unavailable,
 }
@@ -116,6 +118,7 @@ impl Status {
             Status::Unauthorized => "401 Unauthorized",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::UriTooLong => "414 URI Too Long",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
             Status::Unavailable => "503 Service Unavailable",
         }
@@ -128,7 +131,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST_BYTES => {
-            Parsed::Error(Status::HeadersTooLarge)
+            Parsed::Error(too_large(buf))
         }
         Ok(httparse::Status::Partial) => Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => Parsed::Error(Status::HeadersTooLarge),
@@ -168,6 +171,20 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
+/// What a request that reached the cap unfinished earns. httparse has
+/// checked every byte so far, so a request line begun (empty lines before it
+/// are allowed) whose method has ended but whose line has not is stuck in
+/// its target: the version after it is eight bytes.
+fn too_large(buf: &[u8]) -> Status {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line = &buf[start..];
+    if line.contains(&b' ') && !line.contains(&b'\n') {
+        Status::UriTooLong
+    } else {
+        Status::HeadersTooLarge
+    }
+}
+
 /// What the request target (path and query) asks for.
 struct Target {
     route: Route,
@@ -181,6 +198,7 @@ impl Target {
     /// An unknown path is `404`; then a known parameter's bad value is `400`.
     fn parse(target: &str) -> Result<Target, Status> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = origin_path(path);
         let mut action = None;
         let mut advance_headers = None;
         let mut fps = None;
@@ -227,6 +245,18 @@ fn frame_interval(value: &str) -> Option<Duration> {
     }
     let interval = Duration::try_from_secs_f64(1.0 / fps).ok()?;
     (interval <= MAX_FRAME_INTERVAL).then_some(interval)
+}
+
+/// The path of an absolute-form target (`http://host:port/path`, RFC 9112
+/// §3.2.2, as proxies send it), which a server must accept; its empty path
+/// is `/`. The authority is not looked at: this server has one host. Any
+/// other target is returned as it is.
+fn origin_path(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else { return target };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return target;
+    }
+    rest.find('/').map_or("/", |at| &rest[at..])
 }
 
 /// µStreamer's rule: a value is true if it starts with `1`, or is `true` or `yes`.
@@ -385,6 +415,41 @@ mod tests {
     }
 
     #[test]
+    fn an_absolute_form_target_routes_like_its_path() {
+        assert_eq!(route("http://cam.local/video.mjpg"), Some(Route::Stream));
+        assert_eq!(route("http://cam.local:8554/snapshot.jpg?t=1"), Some(Route::Snapshot));
+        assert_eq!(route("HTTP://[::1]:8554/?action=stream"), Some(Route::Stream));
+        assert_eq!(route("https://cam.local/stats"), Some(Route::Stats));
+        assert_eq!(route("http://cam.local"), Some(Route::Index));
+        assert_eq!(route("http://cam.local?action=snapshot"), Some(Route::Snapshot));
+        match get("http://cam.local:8554/stream?fps=0.5&advance_headers=1") {
+            Parsed::Request(r) => {
+                assert_eq!(r.frame_interval, Some(Duration::from_secs(2)));
+                assert_eq!(r.framing, Framing::AdvanceHeaders);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(get("http://cam.local/nothing"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("ftp://cam.local/video.mjpg"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("/x/http://cam.local/video.mjpg"), Parsed::Error(Status::NotFound));
+    }
+
+    #[test]
+    fn origin_path_strips_only_an_http_scheme_and_authority() {
+        assert_eq!(origin_path("/video.mjpg"), "/video.mjpg");
+        assert_eq!(origin_path("http://h/video.mjpg"), "/video.mjpg");
+        assert_eq!(origin_path("http://h:1/a/b"), "/a/b");
+        assert_eq!(origin_path("hTTpS://h/"), "/");
+        assert_eq!(origin_path("http://h"), "/");
+        assert_eq!(origin_path("http://"), "/");
+        assert_eq!(origin_path("http:/h/video.mjpg"), "http:/h/video.mjpg");
+        assert_eq!(origin_path("rtsp://h/video.mjpg"), "rtsp://h/video.mjpg");
+        assert_eq!(origin_path("/a://b"), "/a://b");
+        assert_eq!(origin_path("*"), "*");
+        assert_eq!(origin_path(""), "");
+    }
+
+    #[test]
     fn unknown_path_is_404() {
         assert_eq!(get("/video.mjpgx"), Parsed::Error(Status::NotFound));
         assert_eq!(get("/etc/passwd"), Parsed::Error(Status::NotFound));
@@ -434,6 +499,35 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse(&many), Parsed::Error(Status::HeadersTooLarge));
+    }
+
+    #[test]
+    fn a_request_line_unfinished_at_the_cap_is_414() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES));
+        let long = long.as_bytes();
+        for cut in 0..MAX_REQUEST_BYTES {
+            assert_eq!(parse(&long[..cut]), Parsed::Partial, "cut at {cut}");
+        }
+        assert_eq!(parse(&long[..MAX_REQUEST_BYTES]), Parsed::Error(Status::UriTooLong));
+        let absolute = format!("GET http://h/{}", "a".repeat(MAX_REQUEST_BYTES));
+        let capped = &absolute.as_bytes()[..MAX_REQUEST_BYTES];
+        assert_eq!(parse(capped), Parsed::Error(Status::UriTooLong));
+        // Empty lines before the request line do not end it.
+        let late = format!("\r\n\r\nGET /{}", "a".repeat(MAX_REQUEST_BYTES));
+        let capped = &late.as_bytes()[..MAX_REQUEST_BYTES];
+        assert_eq!(parse(capped), Parsed::Error(Status::UriTooLong));
+        // A target that fits, with headers that do not, is the headers' fault.
+        let mut both = format!("GET /{} HTTP/1.1\r\n", "a".repeat(4000)).into_bytes();
+        while both.len() < MAX_REQUEST_BYTES {
+            both.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaa\r\n");
+        }
+        assert_eq!(parse(&both), Parsed::Error(Status::HeadersTooLarge));
+        // Without a space there is no target yet: a method this long is
+        // not a URI's fault.
+        assert_eq!(parse(&[b'A'; MAX_REQUEST_BYTES]), Parsed::Error(Status::HeadersTooLarge));
+        let reply = String::from_utf8(error_response(Status::UriTooLong, "", false)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n414 URI Too Long\n"), "{reply}");
     }
 
     #[test]
