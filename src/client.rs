@@ -248,13 +248,12 @@ impl Client {
         &mut self,
         head: Vec<u8>,
         framing: Framing,
-        max_fps: u32,
+        frame_interval: Option<Duration>,
         latest: Option<&Rc<Frame>>,
         send_latest: bool,
         now: Instant,
     ) {
-        let mut rate =
-            (max_fps > 0).then(|| Rate { interval: Duration::from_secs(1) / max_fps, next: now });
+        let mut rate = frame_interval.map(|interval| Rate { interval, next: now });
         let sent = latest.filter(|_| send_latest);
         if let (Some(rate), Some(_)) = (&mut rate, sent) {
             rate.took(now);
@@ -522,7 +521,8 @@ mod tests {
 
     fn streaming(max_fps: u32, latest: Option<&Rc<Frame>>, t: Instant) -> Client {
         let mut c = Client::new(t, MAX_QUEUED);
-        c.stream(b"H".to_vec(), Length, max_fps, latest, true, t);
+        let interval = (max_fps > 0).then(|| Duration::from_secs(1) / max_fps);
+        c.stream(b"H".to_vec(), Length, interval, latest, true, t);
         c
     }
 
@@ -569,7 +569,7 @@ mod tests {
         let t = Instant::now();
         let f = frame(1, 10);
         let mut c = Client::new(t, MAX_QUEUED);
-        c.stream(b"H".to_vec(), AdvanceHeaders, 0, Some(&f), true, t);
+        c.stream(b"H".to_vec(), AdvanceHeaders, None, Some(&f), true, t);
         let sent = drain(&mut c, 3);
         assert_eq!(sent, [&b"H"[..], &f.pieces(AdvanceHeaders).concat()].concat());
     }
@@ -580,7 +580,7 @@ mod tests {
         let mut stats = Stats::new(t);
         let old = frame(7, 10);
         let mut c = Client::new(t, MAX_QUEUED);
-        c.stream(b"H".to_vec(), Length, 0, Some(&old), false, t);
+        c.stream(b"H".to_vec(), Length, None, Some(&old), false, t);
         assert_eq!(drain(&mut c, 100), b"H");
         assert_eq!(c.next(Some(&old), t, &mut stats, light), Next::Idle);
         let new = frame(8, 10);

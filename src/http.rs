@@ -8,13 +8,20 @@ the server sends.
 */
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-/// A request line and headers larger than this get `431`: real clients send
-/// a few hundred bytes, and the cap bounds what a client can make us hold.
+/// A request line and headers larger than this get `431`, or `414` when the
+/// request line alone has not ended by then: real clients send a few
+/// hundred bytes, and the cap bounds what a client can make us hold.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// More headers than this get `431` (httparse needs a fixed array).
 const MAX_HEADERS: usize = 64;
+
+/// The longest `?fps` interval: one frame a day. A viewer that wants fewer
+/// wants snapshots, and the bound keeps every deadline reckoned from the
+/// interval far inside `Instant`'s range.
+pub const MAX_FRAME_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The multipart boundary. Its delimiter on the wire is `--` followed by
 /// this, as RFC 2046 says; it is long and odd enough never to occur in the
@@ -66,8 +73,9 @@ pub struct Request {
     pub route: Route,
     pub method: Method,
     pub framing: Framing,
-    /// `?fps=N`: at most N frames a second for this client (0: no cap).
-    pub max_fps: u32,
+    /// `?fps=N` as the time from one frame to the next (`0.5`: 2 s); `None`
+    /// without it.
+    pub frame_interval: Option<Duration>,
     /// The `Authorization` header, if any, for the caller to check.
     pub authorization: Option<Vec<u8>>,
 }
@@ -92,9 +100,13 @@ pub enum Parsed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     BadRequest,
+    /// A known query parameter, named here, has a value it cannot take;
+    /// the body says which, since nothing else would tell the user.
+    BadQuery(&'static str),
     Unauthorized,
     NotFound,
     MethodNotAllowed,
+    UriTooLong,
     HeadersTooLarge,
     Unavailable,
 }
@@ -102,10 +114,11 @@ pub enum Status {
 impl Status {
     pub fn line(self) -> &'static str {
         match self {
-            Status::BadRequest => "400 Bad Request",
+            Status::BadRequest | Status::BadQuery(_) => "400 Bad Request",
             Status::Unauthorized => "401 Unauthorized",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::UriTooLong => "414 URI Too Long",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
             Status::Unavailable => "503 Service Unavailable",
         }
@@ -118,7 +131,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST_BYTES => {
-            Parsed::Error(Status::HeadersTooLarge)
+            Parsed::Error(too_large(buf))
         }
         Ok(httparse::Status::Partial) => Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => Parsed::Error(Status::HeadersTooLarge),
@@ -136,8 +149,9 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 "OPTIONS" => Method::Options,
                 _ => return Parsed::Error(Status::MethodNotAllowed),
             };
-            let Some(target) = Target::parse(target) else {
-                return Parsed::Error(Status::NotFound);
+            let target = match Target::parse(target) {
+                Ok(target) => target,
+                Err(status) => return Parsed::Error(status),
             };
             let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
             let framing = match target.advance_headers {
@@ -150,10 +164,24 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 route: target.route,
                 method,
                 framing,
-                max_fps: target.max_fps,
+                frame_interval: target.frame_interval,
                 authorization: header("authorization").map(<[u8]>::to_vec),
             })
         }
+    }
+}
+
+/// What a request that reached the cap unfinished earns. httparse has
+/// checked every byte so far, so a request line begun (empty lines before it
+/// are allowed) whose method has ended but whose line has not is stuck in
+/// its target: the version after it is eight bytes.
+fn too_large(buf: &[u8]) -> Status {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line = &buf[start..];
+    if line.contains(&b' ') && !line.contains(&b'\n') {
+        Status::UriTooLong
+    } else {
+        Status::HeadersTooLarge
     }
 }
 
@@ -161,23 +189,25 @@ pub fn parse(buf: &[u8]) -> Parsed {
 struct Target {
     route: Route,
     advance_headers: Option<bool>,
-    max_fps: u32,
+    frame_interval: Option<Duration>,
 }
 
 impl Target {
     /// Maps the paths of this server, µStreamer and mjpg-streamer onto routes.
     /// Unknown query parameters are ignored: viewers append cache-busters.
-    fn parse(target: &str) -> Option<Target> {
+    /// An unknown path is `404`; then a known parameter's bad value is `400`.
+    fn parse(target: &str) -> Result<Target, Status> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = origin_path(path);
         let mut action = None;
         let mut advance_headers = None;
-        let mut max_fps = 0;
+        let mut fps = None;
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "action" => action = Some(value),
                 "advance_headers" => advance_headers = Some(truthy(value)),
-                "fps" => max_fps = value.parse().unwrap_or(0),
+                "fps" => fps = Some(value),
                 _ => {}
             }
         }
@@ -191,10 +221,42 @@ impl Target {
             ("/metrics", _) => Route::Metrics,
             ("/latency", _) => Route::Latency,
             ("/favicon.ico", _) => Route::Favicon,
-            _ => return None,
+            _ => return Err(Status::NotFound),
         };
-        Some(Target { route, advance_headers, max_fps })
+        let frame_interval =
+            fps.map(|value| frame_interval(value).ok_or(Status::BadQuery("fps"))).transpose()?;
+        Ok(Target { route, advance_headers, frame_interval })
     }
+}
+
+/// `?fps=N` as the time from one frame to the next. N is a decimal number
+/// above 0 in digits with at most one point (`0.5` is a frame every 2 s);
+/// a sign, an exponent, `inf` or `NaN` is refused rather than guessed at,
+/// and so is a rate slower than one frame per [`MAX_FRAME_INTERVAL`].
+fn frame_interval(value: &str) -> Option<Duration> {
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    let points = value.bytes().filter(|&b| b == b'.').count();
+    if digits == 0 || points > 1 || digits + points != value.len() {
+        return None;
+    }
+    let fps: f64 = value.parse().ok()?;
+    if !fps.is_finite() || fps <= 0.0 {
+        return None;
+    }
+    let interval = Duration::try_from_secs_f64(1.0 / fps).ok()?;
+    (interval <= MAX_FRAME_INTERVAL).then_some(interval)
+}
+
+/// The path of an absolute-form target (`http://host:port/path`, RFC 9112
+/// §3.2.2, as proxies send it), which a server must accept; its empty path
+/// is `/`. The authority is not looked at: this server has one host. Any
+/// other target is returned as it is.
+fn origin_path(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else { return target };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return target;
+    }
+    rest.find('/').map_or("/", |at| &rest[at..])
 }
 
 /// µStreamer's rule: a value is true if it starts with `1`, or is `true` or `yes`.
@@ -298,7 +360,10 @@ pub fn preflight_response(extra: &str) -> Vec<u8> {
 /// A whole error response: status, a one-line plain-text body, and the
 /// headers the status needs.
 pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
-    let body = format!("{}\n", status.line());
+    let body = match status {
+        Status::BadQuery(name) => format!("{}: invalid value for {name}\n", status.line()),
+        _ => format!("{}\n", status.line()),
+    };
     let more = match status {
         Status::MethodNotAllowed => "Allow: GET, HEAD, OPTIONS\r\n",
         Status::Unauthorized => "WWW-Authenticate: Basic realm=\"camera\", charset=\"UTF-8\"\r\n",
@@ -347,6 +412,41 @@ mod tests {
         assert_eq!(route("/video.mjpg?1700000000000"), Some(Route::Stream));
         assert_eq!(route("/snapshot.jpg?t=5&x"), Some(Route::Snapshot));
         assert_eq!(route("/?_=1&action=stream&v=2"), Some(Route::Stream));
+    }
+
+    #[test]
+    fn an_absolute_form_target_routes_like_its_path() {
+        assert_eq!(route("http://cam.local/video.mjpg"), Some(Route::Stream));
+        assert_eq!(route("http://cam.local:8554/snapshot.jpg?t=1"), Some(Route::Snapshot));
+        assert_eq!(route("HTTP://[::1]:8554/?action=stream"), Some(Route::Stream));
+        assert_eq!(route("https://cam.local/stats"), Some(Route::Stats));
+        assert_eq!(route("http://cam.local"), Some(Route::Index));
+        assert_eq!(route("http://cam.local?action=snapshot"), Some(Route::Snapshot));
+        match get("http://cam.local:8554/stream?fps=0.5&advance_headers=1") {
+            Parsed::Request(r) => {
+                assert_eq!(r.frame_interval, Some(Duration::from_secs(2)));
+                assert_eq!(r.framing, Framing::AdvanceHeaders);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(get("http://cam.local/nothing"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("ftp://cam.local/video.mjpg"), Parsed::Error(Status::NotFound));
+        assert_eq!(get("/x/http://cam.local/video.mjpg"), Parsed::Error(Status::NotFound));
+    }
+
+    #[test]
+    fn origin_path_strips_only_an_http_scheme_and_authority() {
+        assert_eq!(origin_path("/video.mjpg"), "/video.mjpg");
+        assert_eq!(origin_path("http://h/video.mjpg"), "/video.mjpg");
+        assert_eq!(origin_path("http://h:1/a/b"), "/a/b");
+        assert_eq!(origin_path("hTTpS://h/"), "/");
+        assert_eq!(origin_path("http://h"), "/");
+        assert_eq!(origin_path("http://"), "/");
+        assert_eq!(origin_path("http:/h/video.mjpg"), "http:/h/video.mjpg");
+        assert_eq!(origin_path("rtsp://h/video.mjpg"), "rtsp://h/video.mjpg");
+        assert_eq!(origin_path("/a://b"), "/a://b");
+        assert_eq!(origin_path("*"), "*");
+        assert_eq!(origin_path(""), "");
     }
 
     #[test]
@@ -402,6 +502,35 @@ mod tests {
     }
 
     #[test]
+    fn a_request_line_unfinished_at_the_cap_is_414() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES));
+        let long = long.as_bytes();
+        for cut in 0..MAX_REQUEST_BYTES {
+            assert_eq!(parse(&long[..cut]), Parsed::Partial, "cut at {cut}");
+        }
+        assert_eq!(parse(&long[..MAX_REQUEST_BYTES]), Parsed::Error(Status::UriTooLong));
+        let absolute = format!("GET http://h/{}", "a".repeat(MAX_REQUEST_BYTES));
+        let capped = &absolute.as_bytes()[..MAX_REQUEST_BYTES];
+        assert_eq!(parse(capped), Parsed::Error(Status::UriTooLong));
+        // Empty lines before the request line do not end it.
+        let late = format!("\r\n\r\nGET /{}", "a".repeat(MAX_REQUEST_BYTES));
+        let capped = &late.as_bytes()[..MAX_REQUEST_BYTES];
+        assert_eq!(parse(capped), Parsed::Error(Status::UriTooLong));
+        // A target that fits, with headers that do not, is the headers' fault.
+        let mut both = format!("GET /{} HTTP/1.1\r\n", "a".repeat(4000)).into_bytes();
+        while both.len() < MAX_REQUEST_BYTES {
+            both.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaa\r\n");
+        }
+        assert_eq!(parse(&both), Parsed::Error(Status::HeadersTooLarge));
+        // Without a space there is no target yet: a method this long is
+        // not a URI's fault.
+        assert_eq!(parse(&[b'A'; MAX_REQUEST_BYTES]), Parsed::Error(Status::HeadersTooLarge));
+        let reply = String::from_utf8(error_response(Status::UriTooLong, "", false)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n414 URI Too Long\n"), "{reply}");
+    }
+
+    #[test]
     fn framing_follows_the_query_then_the_user_agent() {
         let framing = |req: &str| match parse(req.as_bytes()) {
             Parsed::Request(r) => r.framing,
@@ -435,11 +564,57 @@ mod tests {
     fn fps_cap_and_headers_are_read() {
         match parse(b"GET /video.mjpg?fps=5 HTTP/1.1\r\nauthorization: Basic eDp5\r\n\r\n") {
             Parsed::Request(r) => {
-                assert_eq!(r.max_fps, 5);
+                assert_eq!(r.frame_interval, Some(Duration::from_millis(200)));
                 assert_eq!(r.authorization.as_deref(), Some(&b"Basic eDp5"[..]));
             }
             other => panic!("{other:?}"),
         }
+        match get("/video.mjpg?x=1") {
+            Parsed::Request(r) => assert_eq!(r.frame_interval, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fractional_fps_is_an_interval() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(frame_interval("0.5"), ms(2000));
+        assert_eq!(frame_interval(".5"), ms(2000));
+        assert_eq!(frame_interval("5."), ms(200));
+        assert_eq!(frame_interval("0.25"), ms(4000));
+        assert_eq!(frame_interval("1"), ms(1000));
+        assert_eq!(frame_interval("2.5"), ms(400));
+        assert_eq!(frame_interval("010"), ms(100));
+        assert_eq!(frame_interval("30"), Some(Duration::from_nanos(33_333_333)));
+        // A day a frame is the slowest; a faster source than any camera is
+        // as good as no cap.
+        assert_eq!(frame_interval("0.0000115741"), Some(Duration::from_nanos(86_399_806_464_434)));
+        assert_eq!(frame_interval("0.0000115740"), None);
+        assert_eq!(frame_interval("1000000000"), Some(Duration::from_nanos(1)));
+        assert_eq!(frame_interval(&"9".repeat(400)), None, "past f64: infinite");
+    }
+
+    #[test]
+    fn fps_that_is_not_a_positive_decimal_is_refused() {
+        for value in [
+            "", "0", "0.0", "00", ".", "-1", "+1", "-0.5", "1e3", "1E3", "inf", "NaN", "infinity",
+            "0x10", "1.2.3", "..5", " 5", "5 ", "5%20", "½", "５", "1,5", "five",
+        ] {
+            assert_eq!(frame_interval(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_fps_is_400_naming_it_and_an_unknown_path_stays_404() {
+        for target in ["/video.mjpg?fps=0", "/video.mjpg?fps=abc", "/stream?fps=-2", "/?fps"] {
+            assert_eq!(get(target), Parsed::Error(Status::BadQuery("fps")), "{target}");
+        }
+        assert_eq!(get("/?action=stream&fps=5&fps=x"), Parsed::Error(Status::BadQuery("fps")));
+        assert_eq!(get("/nowhere?fps=0"), Parsed::Error(Status::NotFound));
+        let reply = String::from_utf8(error_response(Status::BadQuery("fps"), "", false)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+        assert!(reply.contains("\r\nContent-Length: 39\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\n400 Bad Request: invalid value for fps\n"), "{reply}");
     }
 
     #[test]

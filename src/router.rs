@@ -10,6 +10,7 @@ only it can walk the viewers; nothing else pays for that walk.
 use crate::frame::Frame;
 use crate::http::{self, Framing, Method, Parsed, Route, Status};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// What the server holds that a reply may need.
 pub struct Ctx<'a> {
@@ -27,7 +28,7 @@ pub struct Ctx<'a> {
 #[derive(Debug)]
 pub enum Reply {
     /// The stream: `head` (up to the first JPEG byte), then frames.
-    Stream { head: Vec<u8>, framing: Framing, max_fps: u32 },
+    Stream { head: Vec<u8>, framing: Framing, frame_interval: Option<Duration> },
     /// A whole response: `head`, then a snapshot's JPEG if any.
     Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>> },
     /// `/stats` or `/metrics`: the caller gathers the figures and sends
@@ -89,7 +90,7 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
         Route::Stream => Reply::Stream {
             head: http::stream_head(extra, request.framing, ctx.unix_micros),
             framing: request.framing,
-            max_fps: request.max_fps,
+            frame_interval: request.frame_interval,
         },
         Route::Snapshot if ctx.starting => Reply::Await { head_only },
         Route::Snapshot => snapshot(ctx.latest, extra, head_only),
@@ -113,7 +114,7 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
 
 /// How long a snapshot waits for a starting camera's first frame before it
 /// is given the placeholder: a camera takes a second or two to start.
-pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 
 /// The snapshot of `latest`: a notice made while the source has no frames
 /// says so in `X-Source-State`; before any frame, `503`.
@@ -209,13 +210,19 @@ mod tests {
 
     #[test]
     fn the_stream_gets_its_head_and_framing() {
-        match ask("GET /video.mjpg?fps=7 HTTP/1.1\r\n\r\n", &ctx(None)) {
-            Reply::Stream { head, framing, max_fps } => {
+        match ask("GET /video.mjpg?fps=0.5 HTTP/1.1\r\n\r\n", &ctx(None)) {
+            Reply::Stream { head, framing, frame_interval } => {
                 assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
-                assert_eq!((framing, max_fps), (Framing::Length, 7));
+                assert_eq!(
+                    (framing, frame_interval),
+                    (Framing::Length, Some(Duration::from_secs(2)))
+                );
             }
             other => panic!("{other:?}"),
         }
+        let (head, _) = whole(ask("GET /video.mjpg?fps=0 HTTP/1.1\r\n\r\n", &ctx(None)));
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n400 Bad Request: invalid value for fps\n"), "{head}");
         let (head, _) = whole(ask("HEAD /stream HTTP/1.1\r\n\r\n", &ctx(None)));
         assert!(head.contains("multipart/x-mixed-replace") && head.ends_with("\r\n\r\n"));
     }

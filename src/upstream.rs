@@ -7,8 +7,7 @@ markers, whatever framing the upstream uses.
 */
 
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::Ipv6Addr;
 
 use memchr::memchr_iter;
 
@@ -23,8 +22,6 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// What a stream response says about its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
-    /// The boundary parameter, quotes removed.
-    pub boundary: Vec<u8>,
     /// `Transfer-Encoding: chunked`: the body must be de-chunked first.
     pub chunked: bool,
 }
@@ -35,8 +32,8 @@ pub enum HeadError {
     Malformed,
     TooLarge,
     Status(u16),
-    NotMultipart(String),
-    NoBoundary,
+    /// The Content-Type, which [`is_stream`] refused.
+    NotAStream(String),
 }
 
 impl fmt::Display for HeadError {
@@ -45,10 +42,9 @@ impl fmt::Display for HeadError {
             HeadError::Malformed => write!(f, "malformed response head"),
             HeadError::TooLarge => write!(f, "response head larger than {MAX_HEAD} bytes"),
             HeadError::Status(code) => write!(f, "status {code}, not 200"),
-            HeadError::NotMultipart(t) => {
-                write!(f, "Content-Type {t:?} is not multipart/x-mixed-replace")
+            HeadError::NotAStream(t) => {
+                write!(f, "Content-Type {t:?} is neither multipart/* nor video/x-motion-jpeg")
             }
-            HeadError::NoBoundary => write!(f, "Content-Type has no usable boundary parameter"),
         }
     }
 }
@@ -56,6 +52,10 @@ impl fmt::Display for HeadError {
 /// Parses the response head at the start of `buf`. `Ok(None)` while the
 /// blank line that ends it has not arrived; else the head and its length,
 /// after which the body starts.
+///
+/// The head is read as bytes, not text: a field value may hold obs-text
+/// (bytes from 0x80, such as Latin-1 in `Server: Caméra`), which RFC 9112
+/// §5 lets a recipient take as opaque data.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut start = 0;
     let mut end = None;
@@ -70,58 +70,74 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let Some(end) = end else {
         return if buf.len() > MAX_HEAD { Err(HeadError::TooLarge) } else { Ok(None) };
     };
-    let text = std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::Malformed)?;
-    let mut lines = text.lines();
+    let mut lines = buf[..end].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let status = lines.next().ok_or(HeadError::Malformed)?;
-    let mut words = status.split_ascii_whitespace();
+    let mut words = status.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
     let version = words.next().ok_or(HeadError::Malformed)?;
-    let code = words.next().filter(|c| c.len() == 3).and_then(|c| c.parse().ok());
-    let code: u16 = code.filter(|_| version.starts_with("HTTP/")).ok_or(HeadError::Malformed)?;
+    let code = words.next().filter(|c| c.len() == 3 && c.iter().all(u8::is_ascii_digit));
+    let code = code.filter(|_| version.starts_with(b"HTTP/")).ok_or(HeadError::Malformed)?;
+    let code = code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0'));
     if code != 200 {
         return Err(HeadError::Status(code));
     }
-    let mut content_type = None;
-    let mut chunked = false;
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').ok_or(HeadError::Malformed)?;
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked, if used at all, is the last coding applied.
-            chunked =
-                value.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-        }
+    let fields = fields(lines.take_while(|l| !l.is_empty()))?;
+    // The last of a repeated field counts, as each would replace the one before.
+    let field = |name: &[u8]| {
+        fields.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+    };
+    // Chunked, if used at all, is the last coding applied.
+    let chunked = field(b"transfer-encoding").is_some_and(|v| {
+        v.rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    });
+    let content_type = field(b"content-type").unwrap_or_default();
+    if !is_stream(content_type) {
+        return Err(HeadError::NotAStream(String::from_utf8_lossy(content_type).into_owned()));
     }
-    let content_type = content_type.unwrap_or("");
-    let (media_type, params) = content_type.split_once(';').unwrap_or((content_type, ""));
-    if !media_type.trim().eq_ignore_ascii_case("multipart/x-mixed-replace") {
-        return Err(HeadError::NotMultipart(content_type.to_owned()));
-    }
-    let boundary =
-        param(params, "boundary").filter(|b| !b.is_empty()).ok_or(HeadError::NoBoundary)?;
-    Ok(Some((Head { boundary: boundary.as_bytes().to_vec(), chunked }, end)))
+    Ok(Some((Head { chunked }, end)))
 }
 
-/// The value of parameter `wanted` in `name=value; name="quoted; value"`.
-fn param<'a>(mut params: &'a str, wanted: &str) -> Option<&'a str> {
-    loop {
-        let (name, rest) = params.split_once('=')?;
-        let rest = rest.trim_start();
-        // A quoted value may hold `;`, so it ends at its closing quote.
-        let (value, rest) = match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
-            None => {
-                let (value, rest) = rest.split_once(';').unwrap_or((rest, ""));
-                (value.trim(), rest)
+/// A header field's name, and its value with any obs-folds joined.
+type Field<'a> = (&'a [u8], Vec<u8>);
+
+/// The header fields of `lines` as names and values, each value trimmed.
+/// A line that starts with SP or HT is an obs-fold: it continues the value
+/// before it, joined by one SP (RFC 9112 §5.2). One before any field is
+/// dropped, as §2.2 allows for whitespace after the start line.
+fn fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Field<'a>>, HeadError> {
+    let mut fields: Vec<Field> = Vec::new();
+    for line in lines {
+        if let [b' ' | b'\t', ..] = line {
+            if let Some((_, value)) = fields.last_mut() {
+                let more = line.trim_ascii();
+                if !more.is_empty() {
+                    if !value.is_empty() {
+                        value.push(b' ');
+                    }
+                    value.extend_from_slice(more);
+                }
             }
-        };
-        let name = name.trim_start_matches([';', ' ', '\t']).trim();
-        if name.eq_ignore_ascii_case(wanted) {
-            return Some(value);
+            continue;
         }
-        params = rest;
+        let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::Malformed)?;
+        let (name, value) = line.split_at(colon);
+        fields.push((name.trim_ascii(), value[1..].trim_ascii().to_vec()));
     }
+    Ok(fields)
+}
+
+/// True for a Content-Type whose body the splitter can cut into JPEGs: any
+/// `multipart/*` (`x-mixed-replace`, and `mixed` as some cameras send it),
+/// or `video/x-motion-jpeg` (JPEGs one after another). Its parameters,
+/// the boundary among them, are not looked at: the splitter finds each
+/// JPEG by its own markers, whatever lies between them.
+fn is_stream(content_type: &[u8]) -> bool {
+    let media_type = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    let Some(slash) = media_type.iter().position(|&b| b == b'/') else { return false };
+    let (kind, subtype) = (&media_type[..slash], &media_type[slash + 1..]);
+    (kind.eq_ignore_ascii_case(b"multipart") && !subtype.is_empty())
+        || media_type.eq_ignore_ascii_case(b"video/x-motion-jpeg")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,14 +400,6 @@ impl Url {
         })
     }
 
-    /// The addresses to try, in the resolver's order.
-    pub fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
-        }
-        Ok((self.host.as_str(), self.port).to_socket_addrs()?.collect())
-    }
-
     /// The request for the stream, as `user_agent`.
     pub fn request(&self, user_agent: &str) -> Vec<u8> {
         let auth = match &self.credentials {
@@ -419,17 +427,16 @@ mod tests {
         parse_head(text.as_bytes())
     }
 
-    fn boundary(content_type: &str) -> Result<String, HeadError> {
+    fn content_type(content_type: &str) -> Result<Head, HeadError> {
         let text = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\r\n");
-        let (head, _) = head(&text)?.unwrap();
-        Ok(String::from_utf8(head.boundary).unwrap())
+        Ok(head(&text)?.unwrap().0)
     }
 
     #[test]
     fn head_is_found_and_measured() {
         let text = "HTTP/1.0 200 OK\r\nServer: x\r\ncontent-type: Multipart/X-Mixed-Replace;boundary=abc\r\n\r\n--abc";
         let (parsed, len) = head(text).unwrap().unwrap();
-        assert_eq!(parsed, Head { boundary: b"abc".to_vec(), chunked: false });
+        assert_eq!(parsed, Head { chunked: false });
         assert_eq!(&text[len..], "--abc");
         for cut in 0..len {
             assert_eq!(head(&text[..cut]), Ok(None), "cut at {cut}");
@@ -440,22 +447,61 @@ mod tests {
     }
 
     #[test]
-    fn boundary_parameter_forms() {
-        assert_eq!(boundary("multipart/x-mixed-replace; boundary=frame").unwrap(), "frame");
-        assert_eq!(
-            boundary("multipart/x-mixed-replace; boundary=\"a b;c\"; x=y").unwrap(),
-            "a b;c"
-        );
-        assert_eq!(
-            boundary("multipart/x-mixed-replace;charset=x; BOUNDARY = --frame ").unwrap(),
-            "--frame"
-        );
-        assert_eq!(boundary("multipart/x-mixed-replace"), Err(HeadError::NoBoundary));
-        assert_eq!(
-            boundary("multipart/x-mixed-replace; boundary=\"\""),
-            Err(HeadError::NoBoundary)
-        );
-        assert_eq!(boundary("image/jpeg"), Err(HeadError::NotMultipart("image/jpeg".into())));
+    fn any_multipart_type_or_motion_jpeg_is_a_stream_with_or_without_a_boundary() {
+        for ok in [
+            "multipart/x-mixed-replace; boundary=frame",
+            "multipart/x-mixed-replace",
+            "multipart/x-mixed-replace; boundary=\"\"",
+            "multipart/x-mixed-replace;charset=x; BOUNDARY = --frame ",
+            "multipart/mixed",
+            "Multipart/Mixed; boundary=\"a b;c\"",
+            "multipart/related ; type=image/jpeg",
+            "video/x-motion-jpeg",
+            "VIDEO/X-MOTION-JPEG; boundary=x",
+        ] {
+            assert_eq!(content_type(ok), Ok(Head { chunked: false }), "{ok}");
+        }
+        for refused in [
+            "image/jpeg",
+            "text/html",
+            "multipart/",
+            "multipart",
+            "video/x-motion-jpegx",
+            "video/mjpeg",
+            "x-multipart/mixed",
+            "",
+        ] {
+            let err = content_type(refused).unwrap_err();
+            assert_eq!(err, HeadError::NotAStream(refused.into()), "{refused}");
+        }
+    }
+
+    #[test]
+    fn obs_text_in_a_field_or_the_reason_is_taken_as_it_is() {
+        let raw = b"HTTP/1.1 200 \xc7a va\r\nServer: Cam\xe9ra\r\n\
+                    Content-Type: multipart/x-mixed-replace; boundary=\xff\r\n\r\nbody";
+        let (parsed, len) = parse_head(raw).unwrap().unwrap();
+        assert_eq!((parsed, &raw[len..]), (Head { chunked: false }, &b"body"[..]));
+        for cut in 0..len {
+            assert_eq!(parse_head(&raw[..cut]), Ok(None), "cut at {cut}");
+        }
+        let refused = b"HTTP/1.1 200 OK\r\nContent-Type: image/jp\xe9g\r\n\r\n";
+        assert_eq!(parse_head(refused), Err(HeadError::NotAStream("image/jp\u{fffd}g".into())));
+    }
+
+    #[test]
+    fn an_obs_fold_continues_the_field_before_it() {
+        let folded = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;\r\n \
+                      boundary=frame\r\nTransfer-Encoding:\r\n\t chunked \r\n\r\n";
+        assert_eq!(head(folded).unwrap().unwrap().0, Head { chunked: true });
+        // Folded into the type, a continuation changes what the type is.
+        let joined = "HTTP/1.1 200 OK\r\nContent-Type: multipart\r\n /mixed\r\n\r\n";
+        assert_eq!(head(joined), Err(HeadError::NotAStream("multipart /mixed".into())));
+        let blank = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\t\r\nX: y\r\n\r\n";
+        assert_eq!(head(blank), Err(HeadError::NotAStream("text/html".into())));
+        // Before any field there is nothing to continue: the line is dropped.
+        let first = "HTTP/1.1 200 OK\r\n X: y\r\nContent-Type: multipart/mixed\r\n\r\n";
+        assert_eq!(head(first).unwrap().unwrap().0, Head { chunked: false });
     }
 
     #[test]
@@ -464,7 +510,10 @@ mod tests {
                        Content-Type: multipart/x-mixed-replace; boundary=b\r\n\r\n";
         assert!(head(chunked).unwrap().unwrap().0.chunked);
         assert_eq!(head("HTTP/1.1 404 Not Found\r\n\r\n"), Err(HeadError::Status(404)));
-        assert_eq!(head("HTTP/1.1 200 OK\r\n\r\n"), Err(HeadError::NotMultipart(String::new())));
+        assert_eq!(head("HTTP/1.1 200 OK\r\n\r\n"), Err(HeadError::NotAStream(String::new())));
+        assert_eq!(head("HTTP/1.1 2x0 OK\r\n\r\n"), Err(HeadError::Malformed));
+        assert_eq!(head("HTTP/1.1 2000 OK\r\n\r\n"), Err(HeadError::Malformed));
+        assert_eq!(head("HTTP/1.1\r\n\r\n"), Err(HeadError::Malformed));
         assert_eq!(head("ICY 200 OK\r\n\r\n"), Err(HeadError::Malformed));
         assert_eq!(head("HTTP/1.1 200 OK\r\nno colon\r\n\r\n"), Err(HeadError::Malformed));
         assert_eq!(parse_head(&vec![b'a'; MAX_HEAD + 1]), Err(HeadError::TooLarge));
@@ -528,7 +577,10 @@ mod tests {
         assert_eq!(refused.to_string(), "status 401, not 200");
         let html =
             body(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>", 100).unwrap_err();
-        assert!(html.to_string().contains("is not multipart/x-mixed-replace"), "{html}");
+        assert_eq!(
+            html.to_string(),
+            "Content-Type \"text/html\" is neither multipart/* nor video/x-motion-jpeg"
+        );
     }
 
     fn url(host: &str, port: u16, authority: &str, target: &str) -> Url {
@@ -568,14 +620,12 @@ mod tests {
     }
 
     #[test]
-    fn request_and_resolution() {
+    fn the_request_and_what_is_shown() {
         let u = Url::parse("http://127.0.0.1:9/v").unwrap();
         assert_eq!(
             u.request("relay"),
             b"GET /v HTTP/1.1\r\nHost: 127.0.0.1:9\r\nUser-Agent: relay\r\nConnection: close\r\n\r\n"
         );
-        assert_eq!(u.resolve().unwrap(), vec!["127.0.0.1:9".parse().unwrap()]);
-        assert!(!Url::parse("http://localhost:9/").unwrap().resolve().unwrap().is_empty());
         let cam = Url::parse("http://pilot:rc:car@cam.local:8554/video.mjpg").unwrap();
         assert_eq!((cam.host.as_str(), cam.port), ("cam.local", 8554));
         assert_eq!(cam.shown(), "http://cam.local:8554/video.mjpg");

@@ -314,12 +314,12 @@ impl Viewers {
             unix_micros: unix_micros(),
         };
         match router::respond(parsed, &ctx) {
-            Reply::Stream { head, framing, max_fps } => {
+            Reply::Stream { head, framing, frame_interval } => {
                 // While the camera starts, the last frame of its previous run
                 // may be minutes old: a new viewer waits for the placeholder.
                 let latest = self.latest.as_ref();
                 let stale = starting && latest.is_some_and(|f| f.live());
-                conn.client.stream(head, framing, max_fps, latest, !stale, now);
+                conn.client.stream(head, framing, frame_interval, latest, !stale, now);
                 self.census.streaming += 1;
             }
             Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg, now),

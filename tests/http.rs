@@ -21,6 +21,28 @@ fn errors_have_their_status_and_headers() {
         huge.push_str("X-Padding: 0123456789abcdef0123456789abcdef\r\n");
     }
     assert_eq!(server.get(&huge).0, 431);
+    let long = format!("GET /video.mjpg?{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    let (status, _, body) = server.get(&long);
+    assert_eq!((status, &body[..]), (414, &b"414 URI Too Long\n"[..]));
+}
+
+#[test]
+fn an_absolute_form_target_is_served_like_its_path() {
+    let mut server = Server::start(&[]);
+    let sent = frames(1);
+    produce(&mut server, &sent, Duration::ZERO);
+    let port = server.port;
+    common::wait_until("the frame is the snapshot", || {
+        let (status, _, body) = server.get(&format!(
+            "GET http://127.0.0.1:{port}/snapshot.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        ));
+        status == 200 && body == sent[0]
+    });
+    let (status, head, _) =
+        server.get("HEAD HTTP://camera.example/video.mjpg?fps=0.5 HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nContent-Type: multipart/x-mixed-replace; boundary="), "{head}");
+    assert_eq!(server.get("GET http://camera.example/nothing HTTP/1.1\r\n\r\n").0, 404);
 }
 
 #[test]

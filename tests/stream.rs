@@ -222,3 +222,46 @@ fn fps_caps_give_their_rate_from_a_faster_source() {
         assert!(got.abs_diff(want) <= want / 20 + 1, "?fps={cap} of 30 fps: {got} frames in 3 s");
     }
 }
+
+#[test]
+fn a_fractional_fps_cap_spaces_the_parts_by_its_interval() {
+    let mut server = Server::start(&[]);
+    let sent = frames(10);
+    // The viewer joins once there is a frame, so that it is given one at
+    // once and its schedule starts there, not at a frame that comes late.
+    produce(&mut server, &sent[..1], Duration::ZERO);
+    common::wait_until("the first frame is the snapshot", || {
+        server.get_path("/snapshot.jpg").2 == sent[0]
+    });
+    let mut viewer = Viewer::open(&server, "/video.mjpg?fps=0.5");
+    let reader = thread::spawn(move || {
+        let mut stamps = Vec::new();
+        while let Some((headers, _)) = viewer.try_next_part() {
+            let stamp = headers.lines().find_map(|l| l.strip_prefix("X-Timestamp: ")).unwrap();
+            stamps.push(stamp.parse::<f64>().unwrap());
+        }
+        stamps
+    });
+    let cycle: Vec<Vec<u8>> = sent.iter().cycle().take(50).cloned().collect();
+    // Five seconds at 10 fps.
+    produce(&mut server, &cycle, Duration::from_millis(100));
+    assert!(server.wait().success());
+    // The server stamps each frame as it reads it, so the gaps are its own,
+    // whatever this test's threads were doing. A frame is due every 2 s and
+    // may be taken up to a quarter of that early, never sooner.
+    let stamps = reader.join().unwrap();
+    assert!(stamps.len() >= 3, "?fps=0.5 over 5 s gave {} parts: {stamps:?}", stamps.len());
+    for gap in stamps.windows(2).map(|w| w[1] - w[0]) {
+        assert!(gap >= 1.5, "parts {gap:.3} s apart under ?fps=0.5: {stamps:?}");
+    }
+}
+
+#[test]
+fn a_bad_fps_is_400_naming_the_parameter() {
+    let server = Server::start(&[]);
+    for value in ["0", "-1", "abc", "NaN", "inf", ""] {
+        let (status, _, body) = server.get_path(&format!("/video.mjpg?fps={value}"));
+        assert_eq!(status, 400, "?fps={value}");
+        assert_eq!(body, b"400 Bad Request: invalid value for fps\n", "?fps={value}");
+    }
+}

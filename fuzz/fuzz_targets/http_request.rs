@@ -22,11 +22,13 @@ use raspivid_mjpeg_server::http::{self, Framing, Parsed, Status, BOUNDARY, MAX_R
 /// Every prefix up to this length; past it, a sample of prefixes.
 const ALL_PREFIXES_MAX: usize = 1024;
 
-const STATUSES: [Status; 6] = [
+const STATUSES: [Status; 8] = [
     Status::BadRequest,
+    Status::BadQuery("fps"),
     Status::Unauthorized,
     Status::NotFound,
     Status::MethodNotAllowed,
+    Status::UriTooLong,
     Status::HeadersTooLarge,
     Status::Unavailable,
 ];

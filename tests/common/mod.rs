@@ -282,6 +282,12 @@ impl Viewer {
 
     /// The next part's JPEG, or None at the end of the stream.
     pub fn try_next_frame(&mut self) -> Option<Vec<u8>> {
+        self.try_next_part().map(|(_, jpeg)| jpeg)
+    }
+
+    /// The next part's header block and JPEG, or None at the end of the stream.
+    pub fn try_next_part(&mut self) -> Option<(String, Vec<u8>)> {
+        let mut headers = String::new();
         let mut length = None;
         loop {
             let mut line = String::new();
@@ -294,13 +300,14 @@ impl Viewer {
             if let Some(v) = line.strip_prefix("Content-Length: ") {
                 length = Some(v.trim().parse::<usize>().unwrap());
             }
+            headers.push_str(&line);
         }
         let mut jpeg = vec![0; length.expect("Content-Length")];
         self.reader.read_exact(&mut jpeg).ok()?;
         let mut trailer = [0; 38];
         self.reader.read_exact(&mut trailer).ok()?;
         assert_eq!(&trailer, b"\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n");
-        Some(jpeg)
+        Some((headers, jpeg))
     }
 
     pub fn close(self) {

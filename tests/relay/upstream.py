@@ -9,7 +9,11 @@ before (boundary before each frame, no Content-Length), chunked (Flask's
 generator style: chunked transfer coding, one chunk per write), original
 (the original raspivid_mjpeg_server's `boundary=--X` quirk), quoted (a
 quoted boundary), advance (the next part's headers right after each frame),
-status401, html (not multipart)."""
+latin1 (a Latin-1 byte in a header value), folded (the Content-Type
+continued on a second line, an obs-fold), mixed (multipart/mixed without a
+boundary parameter), motion (video/x-motion-jpeg: bare JPEGs one after
+another), status401, html (not multipart). latin1, folded and mixed frame
+their parts as "before" does."""
 import argparse
 import glob
 import os
@@ -43,7 +47,14 @@ class Handler(socketserver.StreamRequestHandler):
             return
         boundary = {"original": b"--X", "quoted": b"a b;c"}.get(mode, b"frame")
         ctype = b'"a b;c"' if mode == "quoted" else boundary
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=" + ctype + b"\r\n"
+        content_type = {
+            "folded": b"multipart/x-mixed-replace;\r\n\tboundary=" + boundary,
+            "mixed": b"multipart/mixed",
+            "motion": b"video/x-motion-jpeg",
+        }.get(mode, b"multipart/x-mixed-replace; boundary=" + ctype)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n"
+        if mode == "latin1":
+            head += b"Server: Cam\xe9ra\r\n"
         if mode == "chunked":
             head += b"Transfer-Encoding: chunked\r\n"
         self.wfile.write(head + b"\r\n")
@@ -60,6 +71,8 @@ class Handler(socketserver.StreamRequestHandler):
                     data = part + jpeg + b"\r\n" + delimiter
                     if n == 0:
                         data = delimiter + data
+                elif mode == "motion":
+                    data = jpeg
                 elif mode == "advance":
                     data = jpeg + b"\r\n" + delimiter + b"Content-Type: image/jpeg\r\n\r\n"
                 else:  # before, chunked

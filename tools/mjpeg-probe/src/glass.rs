@@ -36,7 +36,7 @@ use zune_jpeg::JpegDecoder;
 
 use crate::clock::realtime_ns;
 use crate::clockface::{self, Luma, Miss};
-use crate::multipart::Multipart;
+use crate::multipart::{self, Multipart};
 use crate::report::{number, quantile, spread};
 use crate::{jpeg, tee, watch, Fatal};
 use raspivid_mjpeg_server::upstream::Url;
@@ -147,7 +147,7 @@ fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
 /// Reads the stream until `end`, reconnecting when it ends, and hands on
 /// every part with its arrival time.
 fn read_stream(url: &Url, end: Instant, tx: &mpsc::Sender<Arrival>, link: &mut Link) {
-    let addrs = match url.resolve() {
+    let addrs = match crate::resolve(url) {
         Ok(addrs) => addrs,
         Err(e) => {
             link.last_error = Some(format!("{}: {e}", url.host));
@@ -209,7 +209,8 @@ fn read_stream(url: &Url, end: Instant, tx: &mpsc::Sender<Arrival>, link: &mut L
                         }
                     };
                     let (parsed, len) = parsed;
-                    let Some(parts) = Multipart::new(&parsed.boundary, MAX_PART) else {
+                    let boundary = multipart::boundary(&head[..len]);
+                    let Some(parts) = boundary.and_then(|b| Multipart::new(&b, MAX_PART)) else {
                         link.last_error = Some("no usable boundary".into());
                         break;
                     };

@@ -22,6 +22,8 @@ mod tee;
 mod watch;
 
 use raspivid_mjpeg_server::upstream::Url;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,6 +52,12 @@ impl Fatal {
     pub fn runtime(message: String) -> Fatal {
         Fatal { code: 1, message }
     }
+}
+
+/// The addresses of the URL's host, in the resolver's order. The probe
+/// resolves once, before its clients start, so it may wait for the answer.
+pub(crate) fn resolve(url: &Url) -> io::Result<Vec<SocketAddr>> {
+    Ok((url.host.as_str(), url.port).to_socket_addrs()?.collect())
 }
 
 #[derive(FromArgs)]

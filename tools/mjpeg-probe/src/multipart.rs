@@ -299,6 +299,46 @@ impl Multipart {
     }
 }
 
+/// The boundary parameter of the last Content-Type in a response head,
+/// quotes removed; `None` without one. The server's reading of a head
+/// ignores it (its splitter finds JPEGs by their markers), but this parser
+/// cuts parts at it.
+pub fn boundary(head: &[u8]) -> Option<Vec<u8>> {
+    let content_type = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (name, value) = line.split_at(colon);
+            trim(name).eq_ignore_ascii_case(b"content-type").then(|| trim(&value[1..]))
+        })
+        .last()?;
+    let content_type = String::from_utf8_lossy(content_type);
+    let (_, params) = content_type.split_once(';')?;
+    param(params, "boundary").filter(|b| !b.is_empty()).map(|b| b.as_bytes().to_vec())
+}
+
+/// The value of parameter `wanted` in `name=value; name="quoted; value"`.
+fn param<'a>(mut params: &'a str, wanted: &str) -> Option<&'a str> {
+    loop {
+        let (name, rest) = params.split_once('=')?;
+        let rest = rest.trim_start();
+        // A quoted value may hold `;`, so it ends at its closing quote.
+        let (value, rest) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => {
+                let (value, rest) = rest.split_once(';').unwrap_or((rest, ""));
+                (value.trim(), rest)
+            }
+        };
+        let name = name.trim_start_matches([';', ' ', '\t']).trim();
+        if name.eq_ignore_ascii_case(wanted) {
+            return Some(value);
+        }
+        params = rest;
+    }
+}
+
 fn trim_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
@@ -320,6 +360,30 @@ mod tests {
     use super::*;
 
     const CAP: usize = 1 << 20;
+
+    fn boundary_of(content_type: &str) -> Option<String> {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\r\n");
+        boundary(head.as_bytes()).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn boundary_parameter_forms() {
+        assert_eq!(boundary_of("multipart/x-mixed-replace; boundary=frame").unwrap(), "frame");
+        assert_eq!(
+            boundary_of("multipart/x-mixed-replace; boundary=\"a b;c\"; x=y").unwrap(),
+            "a b;c"
+        );
+        assert_eq!(
+            boundary_of("multipart/x-mixed-replace;charset=x; BOUNDARY = --frame ").unwrap(),
+            "--frame"
+        );
+        assert_eq!(boundary_of("multipart/x-mixed-replace"), None);
+        assert_eq!(boundary_of("multipart/x-mixed-replace; boundary=\"\""), None);
+        assert_eq!(boundary_of("image/jpeg"), None);
+        let head = b"HTTP/1.1 200 OK\r\nServer: Cam\xe9ra\r\ncontent-type :multipart/mixed;boundary=b\r\n\r\n";
+        assert_eq!(boundary(head), Some(b"b".to_vec()));
+        assert_eq!(boundary(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+    }
 
     /// Feeds `stream` in pieces of `step` bytes and collects the parts.
     fn parts_fed_by(boundary: &str, stream: &[u8], step: usize) -> Result<Vec<Vec<u8>>, Error> {

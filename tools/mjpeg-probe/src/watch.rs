@@ -31,7 +31,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
-use crate::multipart::Multipart;
+use crate::multipart::{self, Multipart};
 use crate::report::{self, Latency, Report};
 use crate::{jpeg, Fatal};
 use raspivid_mjpeg_server::upstream::Url;
@@ -309,7 +309,7 @@ fn raise_fd_limit() -> u64 {
 /// Finds an address of the URL's host that accepts connections, waiting a
 /// little for a server that is still starting.
 pub(crate) fn find_server(url: &Url) -> Result<SocketAddr, Fatal> {
-    let addrs = url.resolve().map_err(|e| Fatal::usage(format!("{}: {e}", url.host)))?;
+    let addrs = crate::resolve(url).map_err(|e| Fatal::usage(format!("{}: {e}", url.host)))?;
     let give_up = now_ns() + SETUP_WAIT_NS;
     loop {
         let mut why = format!("{}: no address", url.host);
@@ -600,8 +600,9 @@ fn drive(
             else {
                 continue;
             };
-            let Some(parts) = Multipart::new(&parsed.boundary, MAX_PART) else {
-                return Err(End::Failed(http::HeadError::NoBoundary.to_string()));
+            let boundary = multipart::boundary(&head[..len]);
+            let Some(parts) = boundary.and_then(|b| Multipart::new(&b, MAX_PART)) else {
+                return Err(End::Failed("Content-Type has no usable boundary parameter".into()));
             };
             rest = head.split_off(len);
             data = &mut rest;
