@@ -167,7 +167,7 @@ impl Server {
             renderer: None,
             noticing: false,
             notifier: Notifier::from_env(),
-            signals: Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?,
+            signals: Signals::new(stop_signals().into_iter().chain([SIGCHLD]))?,
             config,
         };
         let registry = server.poll.registry();
@@ -459,6 +459,24 @@ impl Server {
 fn clock() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
+/// The signals that end the server, less those it was started with
+/// ignored: `nohup` ignores SIGHUP so that logging out leaves the server
+/// running, and a handler would undo that.
+fn stop_signals() -> Vec<i32> {
+    [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&signal| !ignored(signal)).collect()
+}
+
+/// True if `signal` is ignored (`SIG_IGN`), as inherited from the parent.
+pub fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with no new action only reads the disposition into
+    // `old`, a zeroed sigaction that it may fill.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 fn out_of_resources(e: &io::Error) -> bool {
