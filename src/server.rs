@@ -90,8 +90,11 @@ pub struct Server {
     /// [`Timer::Accept`].
     accept_paused: bool,
     /// The input ended or a signal came: no new clients, and the loop ends
-    /// once viewers have their frame or [`Timer::Drain`] comes.
+    /// once viewers have their frame or [`Timer::Drain`] comes, and the
+    /// camera, if any, has stopped.
     draining: bool,
+    /// Viewers have their frame, or had their time.
+    drained: bool,
     /// Makes the notices of a source that can go quiet (a camera, a FIFO).
     renderer: Option<Renderer>,
     /// Viewers are being shown a notice instead of frames.
@@ -164,6 +167,7 @@ impl Server {
             deadlines: Deadlines::default(),
             accept_paused: false,
             draining: false,
+            drained: false,
             renderer: None,
             noticing: false,
             notifier: Notifier::from_env(),
@@ -184,9 +188,10 @@ impl Server {
     }
 
     /// Runs until the input ends or a signal asks to stop, and then until
-    /// viewers have the frame they are being sent (at most [`DRAIN`]); a
-    /// second signal ends it at once. Errors of single clients never end it;
-    /// an input that fails does.
+    /// viewers have the frame they are being sent (at most [`DRAIN`]) and
+    /// the camera has stopped (at most `--kill-timeout`); a second signal
+    /// ends it at once. Errors of single clients never end it; an input
+    /// that fails does.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         if let Some(notifier) = &self.notifier {
@@ -196,9 +201,10 @@ impl Server {
         }
         loop {
             let now = Instant::now();
-            if self.draining
-                && (self.viewers.drained() || self.deadlines.take_due(Timer::Drain, now))
-            {
+            if self.draining && !self.drained {
+                self.drained = self.viewers.drained() || self.deadlines.take_due(Timer::Drain, now);
+            }
+            if self.drained && self.input.stopped() {
                 return Ok(());
             }
             self.deadlines.set(Timer::Input, self.input.deadline(now));
@@ -410,7 +416,8 @@ impl Server {
     }
 
     /// Takes the pending signals: the first starts draining, like the end
-    /// of the input; a second ends the loop at once (returns true).
+    /// of the input; a second ends the loop at once (returns true), and a
+    /// camera still stopping is killed as the input driver is dropped.
     fn signalled(&mut self, now: Instant) -> bool {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
