@@ -1,9 +1,11 @@
 /*!
 The camera process: `/bin/sh -c CMD` in a process group of its own, its
 stdout a non-blocking pipe of frames, its stderr copied line by line to
-ours. It is stopped by signalling the whole group, always reaped, and never
-outlives the server: dropping a [`Process`] stops it, and the kernel kills
-it if the server dies without that (`PR_SET_PDEATHSIG`).
+ours. It is stopped by signalling the whole group, when and how the
+[`Supervisor`](crate::supervisor::Supervisor) says, and always reaped.
+Dropping a [`Process`] kills the group at once and waits for nothing: the
+server is going, and the loop must not wait on a camera. The kernel kills
+the shell if the server dies without that (`PR_SET_PDEATHSIG`).
 */
 
 use crate::input;
@@ -12,8 +14,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 /// A camera's stderr line longer than this is cut: a program writing
 /// without newlines must not grow our memory.
@@ -30,13 +30,11 @@ pub struct Process {
     pub stderr: Option<File>,
     line: Vec<u8>,
     reaped: bool,
-    /// How long [`Drop`] waits after SIGTERM before SIGKILL.
-    kill_timeout: Duration,
 }
 
 impl Process {
     /// Starts `command` under `/bin/sh -c`.
-    pub fn spawn(command: &str, kill_timeout: Duration) -> io::Result<Process> {
+    pub fn spawn(command: &str) -> io::Result<Process> {
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let mut cmd = Command::new("/bin/sh");
@@ -70,7 +68,6 @@ impl Process {
             stderr: stderr.transpose()?,
             line: Vec::new(),
             reaped: false,
-            kill_timeout,
         })
     }
 
@@ -123,30 +120,16 @@ impl Process {
         }
         true
     }
-
-    /// Stops the camera now: SIGTERM to its group, SIGKILL after the kill
-    /// timeout, and reaps it. Blocks; for the end of the server only.
-    pub fn stop(&mut self) {
-        if self.reaped {
-            return;
-        }
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + self.kill_timeout;
-        while Instant::now() < deadline {
-            if self.try_reap().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-        self.reaped = true;
-    }
 }
 
 impl Drop for Process {
+    /// The server is going without waiting for the camera to stop (a
+    /// second signal, an error): the whole group is killed now. It is not
+    /// waited for; whoever adopts it reaps it.
     fn drop(&mut self) {
-        self.stop();
+        if !self.reaped {
+            self.signal(libc::SIGKILL);
+        }
     }
 }
 
@@ -178,6 +161,8 @@ pub fn describe(status: ExitStatus) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::thread;
+    use std::time::{Duration, Instant};
 
     fn wait_reaped(p: &mut Process) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -192,9 +177,7 @@ mod tests {
 
     #[test]
     fn stdout_and_stderr_lines_come_through_and_the_status_is_told() {
-        let mut p =
-            Process::spawn("printf 'one\\ntwo' >&2; printf frames; exit 3", Duration::from_secs(1))
-                .unwrap();
+        let mut p = Process::spawn("printf 'one\\ntwo' >&2; printf frames; exit 3").unwrap();
         let status = wait_reaped(&mut p);
         assert_eq!(describe(status), "exited with status 3");
         // Non-blocking, and another test's child may hold the pipe's write
@@ -233,9 +216,9 @@ mod tests {
     }
 
     #[test]
-    fn stop_reaches_the_whole_group_even_past_an_ignored_sigterm() {
+    fn dropping_kills_the_whole_group_at_once_even_past_an_ignored_sigterm() {
         let command = "trap '' TERM; sleep 30 & echo ready; sleep 30";
-        let mut p = Process::spawn(command, Duration::from_millis(200)).unwrap();
+        let mut p = Process::spawn(command).unwrap();
         let pgid = p.pid() as i32;
         // Once it says so, its SIGTERM is ignored.
         let mut ready = String::new();
@@ -245,14 +228,18 @@ mod tests {
             let _ = p.stdout.as_mut().unwrap().read_to_string(&mut ready);
             thread::sleep(Duration::from_millis(5));
         }
-        p.stop();
+        p.signal(libc::SIGTERM);
+        drop(p);
         // SIGKILL is delivered, not done: a member ends once it next runs.
         let deadline = Instant::now() + Duration::from_secs(10);
         while live_members(pgid) > 0 {
             assert!(Instant::now() < deadline, "a member of the camera's group survived");
             thread::sleep(Duration::from_millis(5));
         }
-        let status = p.child.wait().unwrap();
-        assert_eq!(describe(status), "was killed by signal 9");
+        // Dropping waited for nothing: the shell is still ours to reap.
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, which nothing else reaps.
+        assert_eq!(unsafe { libc::waitpid(pgid, &mut status, 0) }, pgid);
+        assert_eq!(describe(ExitStatus::from_raw(status)), "was killed by signal 9");
     }
 }

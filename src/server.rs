@@ -90,8 +90,11 @@ pub struct Server {
     /// [`Timer::Accept`].
     accept_paused: bool,
     /// The input ended or a signal came: no new clients, and the loop ends
-    /// once viewers have their frame or [`Timer::Drain`] comes.
+    /// once viewers have their frame or [`Timer::Drain`] comes, and the
+    /// camera, if any, has stopped.
     draining: bool,
+    /// Viewers have their frame, or had their time.
+    drained: bool,
     /// Makes the notices of a source that can go quiet (a camera, a FIFO).
     renderer: Option<Renderer>,
     /// Viewers are being shown a notice instead of frames.
@@ -165,10 +168,11 @@ impl Server {
             deadlines: Deadlines::default(),
             accept_paused: false,
             draining: false,
+            drained: false,
             renderer: None,
             noticing: false,
             notifier: Notifier::from_env(),
-            signals: Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?,
+            signals: Signals::new(stop_signals().into_iter().chain([SIGCHLD]))?,
             config,
         };
         let registry = server.poll.registry();
@@ -185,9 +189,10 @@ impl Server {
     }
 
     /// Runs until the input ends or a signal asks to stop, and then until
-    /// viewers have the frame they are being sent (at most [`DRAIN`]); a
-    /// second signal ends it at once. Errors of single clients never end it;
-    /// an input that fails does.
+    /// viewers have the frame they are being sent (at most [`DRAIN`]) and
+    /// the camera has stopped (at most `--kill-timeout`); a second signal
+    /// ends it at once. Errors of single clients never end it; an input
+    /// that fails does.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         if let Some(notifier) = &self.notifier {
@@ -197,9 +202,10 @@ impl Server {
         }
         loop {
             let now = Instant::now();
-            if self.draining
-                && (self.viewers.drained() || self.deadlines.take_due(Timer::Drain, now))
-            {
+            if self.draining && !self.drained {
+                self.drained = self.viewers.drained() || self.deadlines.take_due(Timer::Drain, now);
+            }
+            if self.drained && self.input.stopped() {
                 return Ok(());
             }
             self.deadlines.set(Timer::Input, self.input.deadline(now));
@@ -412,7 +418,8 @@ impl Server {
     }
 
     /// Takes the pending signals: the first starts draining, like the end
-    /// of the input; a second ends the loop at once (returns true).
+    /// of the input; a second ends the loop at once (returns true), and a
+    /// camera still stopping is killed as the input driver is dropped.
     fn signalled(&mut self, now: Instant) -> bool {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
@@ -461,6 +468,24 @@ impl Server {
 fn clock() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
+/// The signals that end the server, less those it was started with
+/// ignored: `nohup` ignores SIGHUP so that logging out leaves the server
+/// running, and a handler would undo that.
+fn stop_signals() -> Vec<i32> {
+    [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&signal| !ignored(signal)).collect()
+}
+
+/// True if `signal` is ignored (`SIG_IGN`), as inherited from the parent.
+pub fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with no new action only reads the disposition into
+    // `old`, a zeroed sigaction that it may fill.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 fn out_of_resources(e: &io::Error) -> bool {

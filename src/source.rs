@@ -208,18 +208,19 @@ impl InputDriver {
     }
 
     /// Stops reading: the input is left as it is, and no more frames come.
+    /// A camera is stopped for good, as its supervisor says: see
+    /// [`InputDriver::stopped`].
     pub fn stop(&mut self, registry: &Registry) {
         match &mut self.feed {
             Feed::Input(Input::Polled { file, .. }) => {
                 let _ = registry.deregister(&mut SourceFd(&file.as_raw_fd()));
             }
             Feed::Input(Input::Paced { .. }) => {}
-            // Asked now; the process is reaped when the driver is dropped.
             Feed::Exec(exec) => {
                 if let Some(process) = &mut exec.process {
                     close_pipes(process, registry);
-                    process.signal(libc::SIGTERM);
                 }
+                exec.supervisor.shutdown();
             }
             Feed::Relay(relay) => relay.close(registry),
         }
@@ -227,10 +228,22 @@ impl InputDriver {
         self.pending = false;
     }
 
+    /// True once nothing of the input runs any more: after
+    /// [`InputDriver::stop`], a camera takes until it has exited.
+    pub fn stopped(&self) -> bool {
+        match &self.feed {
+            Feed::Exec(exec) => exec.process.is_none() && exec.supervisor.finished(),
+            _ => self.ended,
+        }
+    }
+
     /// When the driver next needs a turn without an event: now, if a turn
     /// left bytes unread; a paced file's next frame; never once ended.
     pub fn deadline(&self, now: Instant) -> Option<Instant> {
-        if self.ended {
+        if let (true, Feed::Exec(exec)) = (self.ended, &self.feed) {
+            // Stopping: the kill, should the camera outlast its SIGTERM.
+            exec.supervisor.deadline()
+        } else if self.ended {
             None
         } else if self.pending {
             Some(now)
@@ -390,7 +403,7 @@ impl InputDriver {
     /// Registers a new camera's stdout under the input's token and its
     /// stderr as `errors`.
     pub fn supervise(&mut self, now: Instant, registry: &Registry, errors: Token) {
-        if self.ended {
+        if self.ended && !matches!(self.feed, Feed::Exec(_)) {
             return;
         }
         let frames = self.token;
@@ -405,7 +418,7 @@ impl InputDriver {
             self.changed = true;
             match action {
                 Action::Spawn => {
-                    let started = Process::spawn(&exec.command, exec.supervisor.kill_timeout())
+                    let started = Process::spawn(&exec.command)
                         .and_then(|p| register_pipes(p, registry, frames, errors));
                     match started {
                         Ok(process) => {
@@ -424,7 +437,7 @@ impl InputDriver {
                 Action::Term | Action::Kill => {
                     let signal = if action == Action::Term { libc::SIGTERM } else { libc::SIGKILL };
                     if let Some(process) = &exec.process {
-                        if action == Action::Term {
+                        if action == Action::Term && !self.ended {
                             crate::log!("camera: {}; stopping it", exec.supervisor.reason);
                         }
                         process.signal(signal);

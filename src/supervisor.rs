@@ -14,6 +14,9 @@ told meanwhile: pure code, no processes. [`crate::camera`] does what
                   Kill after --kill-timeout      (or --linger after the last viewer)
 ```
 
+When the server ends, [`Supervisor::shutdown`] stops the camera for good,
+by the same SIGTERM and SIGKILL, and no start follows.
+
 A start that fails, an exit and a stall each count as a failure; the wait
 before the next start grows with the run of failures (1 s five times, then
 5 s five times, then 30 s), and a run of good frames resets it. So a camera
@@ -58,6 +61,8 @@ pub enum Cause {
     Stall,
     /// Nobody watched for `--linger`.
     Unwatched,
+    /// The server is ending: stopped for good.
+    Shutdown,
 }
 
 /// What the caller must do now.
@@ -82,6 +87,8 @@ pub struct Supervisor {
     timing: Timing,
     pub phase: Phase,
     wanted: bool,
+    /// The server is ending: nothing starts again.
+    ending: bool,
     unwatched_since: Option<Instant>,
     /// Failures in a row.
     failures: u32,
@@ -100,6 +107,7 @@ impl Supervisor {
             timing,
             phase: if on_demand { Phase::Idle } else { Phase::Waiting { at: now } },
             wanted: !on_demand,
+            ending: false,
             unwatched_since: None,
             failures: 0,
             starts: 0,
@@ -109,11 +117,6 @@ impl Supervisor {
         }
     }
 
-    /// How long a stopping camera has between SIGTERM and SIGKILL.
-    pub fn kill_timeout(&self) -> Duration {
-        self.timing.kill_timeout
-    }
-
     /// Restarts after the first start.
     pub fn restarts(&self) -> u64 {
         self.starts.saturating_sub(1)
@@ -121,7 +124,7 @@ impl Supervisor {
 
     /// Whether somebody watches (always, without `--on-demand`).
     pub fn want(&mut self, wanted: bool, now: Instant) {
-        if self.timing.linger.is_none() || wanted == self.wanted {
+        if self.timing.linger.is_none() || wanted == self.wanted || self.ending {
             return;
         }
         self.wanted = wanted;
@@ -163,9 +166,33 @@ impl Supervisor {
         }
     }
 
+    /// The server is ending: the camera is stopped (SIGTERM, then SIGKILL
+    /// after `--kill-timeout`, as [`Supervisor::poll`] says) and never
+    /// started again.
+    pub fn shutdown(&mut self) {
+        self.ending = true;
+        self.wanted = false;
+        self.reason = "the server is ending".into();
+        match self.phase {
+            Phase::Idle | Phase::Waiting { .. } => self.phase = Phase::Idle,
+            // Already asked to stop: the kill follows as it would have.
+            Phase::Stopping { since, killed, .. } => {
+                self.phase = Phase::Stopping { since, killed, cause: Cause::Shutdown };
+            }
+            // Asked to stop at the next poll.
+            Phase::Starting { .. } | Phase::Online => {}
+        }
+    }
+
+    /// True once the server is ending and the camera is down for good.
+    pub fn finished(&self) -> bool {
+        self.ending && self.phase == Phase::Idle
+    }
+
     /// The source ended (the camera exited, the upstream closed), for `reason`.
     pub fn exited(&mut self, reason: &str, now: Instant) {
         match self.phase {
+            _ if self.ending => self.phase = Phase::Idle,
             Phase::Stopping { cause: Cause::Unwatched, .. } if !self.wanted => {
                 self.phase = Phase::Idle;
                 self.reason = "nobody watching".into();
@@ -194,6 +221,7 @@ impl Supervisor {
         let unwatched = self.linger_end().is_some_and(|end| now >= end);
         let cause = match self.phase {
             Phase::Waiting { at } if now >= at && self.wanted => return Some(Action::Spawn),
+            Phase::Starting { .. } | Phase::Online if self.ending => Cause::Shutdown,
             Phase::Starting { .. } | Phase::Online if unwatched => {
                 self.reason = "nobody watching".into();
                 Cause::Unwatched
@@ -248,7 +276,7 @@ impl Supervisor {
     /// what a snapshot should wait for rather than be given a notice.
     pub fn awaiting_first_frame(&self) -> bool {
         match self.phase {
-            Phase::Idle => true,
+            Phase::Idle => !self.ending,
             Phase::Starting { .. } | Phase::Waiting { .. } => self.failures == 0,
             Phase::Stopping { cause, .. } => cause == Cause::Unwatched,
             Phase::Online => false,
@@ -258,7 +286,9 @@ impl Supervisor {
     /// `starting`, `online`, `offline` or `stopped`.
     pub fn state(&self) -> &'static str {
         match self.phase {
-            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched, .. } => "stopped",
+            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => {
+                "stopped"
+            }
             Phase::Starting { .. } if self.failures == 0 => "starting",
             Phase::Online => "online",
             _ => "offline",
@@ -278,7 +308,7 @@ impl Supervisor {
             }
             Phase::Starting { .. } => Some(Notice::Starting),
             Phase::Online => Notice::silence(self.last_frame?, now, offline_after),
-            Phase::Stopping { cause: Cause::Unwatched, .. } => None,
+            Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => None,
             Phase::Stopping { cause: Cause::Stall, .. } => {
                 Some(Notice::Offline(format!("{}; restarting", self.reason)))
             }
@@ -414,6 +444,31 @@ mod tests {
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(10) });
         let notice = s.notice(t + secs(9), secs(2));
         assert_eq!(notice, Some(Notice::Offline("no frame for 5 s; restarting in 1 s".into())));
+    }
+
+    #[test]
+    fn at_shutdown_the_camera_is_stopped_killed_if_need_be_and_never_started_again() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        s.poll(t);
+        s.spawned(t);
+        s.frame(t);
+        s.shutdown();
+        assert!(!s.finished(), "the camera still runs");
+        assert_eq!(s.poll(t + secs(1)), Some(Action::Term));
+        assert_eq!(s.state(), "stopped");
+        assert_eq!(s.deadline(), Some(t + secs(4)));
+        assert_eq!(s.poll(t + secs(4)), Some(Action::Kill));
+        s.exited("camera was killed by signal 9", t + secs(4));
+        assert!(s.finished());
+        assert_eq!((s.poll(t + secs(100)), s.deadline()), (None, None));
+        // Down or idle when the server ends: finished at once, and a viewer
+        // arriving meanwhile starts nothing.
+        let mut s = Supervisor::new(timing(Some(10)), t);
+        s.shutdown();
+        assert!(s.finished());
+        s.want(true, t);
+        assert_eq!(s.poll(t), None);
     }
 
     #[test]

@@ -54,6 +54,50 @@ fn process_state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 2..].chars().next()
 }
 
+/// A process as `/proc/PID/stat` tells it.
+#[derive(Clone, Copy, Debug)]
+struct Proc {
+    pid: u32,
+    state: char,
+    ppid: u32,
+    pgrp: u32,
+}
+
+/// Every process on the machine.
+fn processes() -> Vec<Proc> {
+    let entries = fs::read_dir("/proc").unwrap().filter_map(Result::ok);
+    let pids = entries.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+    pids.filter_map(|pid| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        Some(Proc { pid, state, ppid, pgrp })
+    })
+    .collect()
+}
+
+/// The processes below `root`: its children, theirs, and so on.
+fn descendants(root: u32) -> Vec<Proc> {
+    let all = processes();
+    let mut found: Vec<Proc> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            parents.push(p.pid);
+            found.push(*p);
+        }
+    }
+    found
+}
+
+/// The processes of the groups `groups` that are still alive (not zombies).
+fn alive_in(groups: &[u32]) -> Vec<Proc> {
+    processes().into_iter().filter(|p| groups.contains(&p.pgrp) && p.state != 'Z').collect()
+}
+
 /// A fake camera's frames and pidfile, in a fresh directory removed on drop.
 struct Camera {
     dir: PathBuf,
@@ -622,6 +666,36 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         assert!(states.iter().all(|(_, s)| ended(s)), "{name}: {states:?}");
         assert_eq!(states[0].1, None, "{name}: the server's child is not reaped: {states:?}");
     }
+}
+
+#[test]
+fn a_second_signal_ends_the_server_at_once_and_kills_a_camera_that_ignores_sigterm() {
+    let _one = one_at_a_time();
+    // It says once its SIGTERM is ignored, and never writes a frame; the
+    // source timeout is far off, so only the signals stop it.
+    let exec = "trap '' TERM; echo ready >&2; while :; do sleep 1; done";
+    let args = ["--exec", exec, "--kill-timeout", "30", "--source-timeout", "60"];
+    let mut server = Server::start_configured(&args, |c| {
+        c.stdin(Stdio::null());
+    });
+    let log = Arc::clone(&server.stderr);
+    let said = |what: &str| log.lock().unwrap().contains(what);
+    wait_until("the camera ignores SIGTERM", || said("camera: ready"));
+    let mut groups: Vec<u32> = descendants(server.child.id()).iter().map(|p| p.pgrp).collect();
+    groups.dedup();
+    assert!(!groups.is_empty(), "no camera below the server");
+
+    // SAFETY: kill with the pid of our own child.
+    let signal = || assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
+    signal();
+    wait_until("the first signal is taken", || said("finishing the frames in flight"));
+    let asked = Instant::now();
+    signal();
+    // Within a step, where the kill timeout would take 30 s.
+    let status = server.wait_keeping_stdin();
+    eprintln!("the server exited {:?} after the second signal", asked.elapsed());
+    assert!(status.success(), "exit status {status}: {}", server.stderr.lock().unwrap());
+    wait_until("nothing of the camera's group is left", || alive_in(&groups).is_empty());
 }
 
 // ------------------------------------------------ on demand

@@ -203,3 +203,31 @@ fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait()
     assert!(server.stderr.lock().unwrap().contains("done: "));
     drop(stalled);
 }
+
+#[test]
+fn sighup_ignored_at_start_as_under_nohup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let server = Server::start_configured(&["--pattern", "--fps", "10"], |command| {
+        command.stdin(Stdio::null());
+        // SAFETY: signal is async-signal-safe, and nothing else runs between
+        // fork and exec. This is what nohup does before it execs.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    viewer.next_frame();
+    signal(&server, libc::SIGHUP);
+    // A server that took the SIGHUP drains and ends the stream at once; one
+    // that ignores it goes on. Ten frames of the 10 fps pattern are the wait.
+    for _ in 0..10 {
+        assert!(viewer.try_next_frame().is_some(), "the stream ended after SIGHUP");
+    }
+    let (status, head, _) = server.get_path("/snapshot.jpg");
+    assert_eq!(status, 200, "{head}");
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(!log.contains("SIGHUP"), "{log}");
+}
