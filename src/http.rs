@@ -23,10 +23,13 @@ const MAX_HEADERS: usize = 64;
 /// interval far inside `Instant`'s range.
 pub const MAX_FRAME_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The multipart boundary. Its delimiter on the wire is `--` followed by
-/// this, as RFC 2046 says; it is long and odd enough never to occur in the
-/// part headers, and `Content-Length` tells clients where JPEG data ends.
-pub const BOUNDARY: &str = "7b3cc56e5f51db803f790dad720ed50a";
+/// The multipart boundary: mjpg-streamer's and µStreamer's, because
+/// mjpg-streamer's input_http plugin, and scripts copied from it, look for
+/// the delimiter `--boundarydonotcross` itself instead of reading the
+/// Content-Type's parameter. It never occurs in the part headers, and
+/// `Content-Length` (or, for advance headers, the JPEG's own end) tells
+/// clients where JPEG data ends.
+pub const BOUNDARY: &str = "boundarydonotcross";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
