@@ -37,7 +37,8 @@ PROBE = os.path.join(TARGET, "release", "mjpeg-probe")
 SERVER = os.path.join(TARGET, "release", "raspivid_mjpeg_server")
 FLOOR = os.path.join(OUT, "floor_relay")
 FLASK = os.path.join(HERE, "peers", "flask_server.py")
-BOUNDARY = "7b3cc56e5f51db803f790dad720ed50a"
+# VLC's mpjpeg mux writes its own fixed delimiter: the mime must declare it.
+VLC_BOUNDARY = "7b3cc56e5f51db803f790dad720ed50a"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SERVER_CPU = "0"
@@ -93,7 +94,7 @@ def server_argv(name, port):
         # VLC refuses to run as root; setpriv execs, so the PID stays VLC's.
         sout = (
             "#standard{access=http{mime=multipart/x-mixed-replace;boundary=%s},"
-            "mux=mpjpeg,dst=127.0.0.1:%d/video.mjpg}" % (BOUNDARY, port)
+            "mux=mpjpeg,dst=127.0.0.1:%d/video.mjpg}" % (VLC_BOUNDARY, port)
         )
         return pin + [
             "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "clients"))
 import cdp  # noqa: E402
 
 FRAMINGS = {
-    "default": ("", "server's default for a browser (User-Agent Mozilla/: advance headers)"),
+    "default": ("", "server's default for a browser's <img> (advance headers)"),
     "1": ("?advance_headers=1", "advance headers: next part's headers right after each frame"),
     "0": ("?advance_headers=0", "Content-Length per part, next headers with the next frame"),
 }

@@ -131,7 +131,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < frame_bytes; i++) jpeg[i] = (char)(i * 2654435761u >> 24);
     char head[128], tail[64];
     int hl = snprintf(head, sizeof head, "Content-Type: image/jpeg\r\nContent-Length: %zu\r\nX-Timestamp: 1.000000\r\n\r\n", frame_bytes);
-    int tl = snprintf(tail, sizeof tail, "\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n");
+    int tl = snprintf(tail, sizeof tail, "\r\n--boundarydonotcross\r\n");
     struct iovec iov[3] = {{head, (size_t)hl}, {jpeg, frame_bytes}, {tail, (size_t)tl}};
     size_t part = (size_t)hl + frame_bytes + (size_t)tl;
 

@@ -17,7 +17,8 @@
 #include <unistd.h>
 
 #define MAX_FRAME (8 << 20)
-#define BOUNDARY "7b3cc56e5f51db803f790dad720ed50a"
+#define BOUNDARY "boundarydonotcross"
+#define TAIL "\r\n--" BOUNDARY "\r\n"
 
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 8554;
@@ -55,7 +56,7 @@ int main(int argc, char **argv) {
         }
         char part[128];
         int plen = snprintf(part, sizeof part, "Content-Type: image/jpeg\r\nContent-Length: %zu\r\n\r\n", len);
-        struct iovec iov[3] = {{part, (size_t)plen}, {buf, len}, {"\r\n--" BOUNDARY "\r\n", 38}};
+        struct iovec iov[3] = {{part, (size_t)plen}, {buf, len}, {TAIL, sizeof TAIL - 1}};
         if (writev(c, iov, 3) < 0) return 0;
         len = 0;
     }

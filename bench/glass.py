@@ -39,7 +39,8 @@ SERVER = os.path.join(TARGET, "release", "raspivid_mjpeg_server")
 FLASK = os.path.join(HERE, "peers", "flask_server.py")
 PAGE = os.path.join(ROOT, "src", "latency.html")
 DRIVER = os.path.join(ROOT, "tests", "clients", "glass_page.py")
-BOUNDARY = "7b3cc56e5f51db803f790dad720ed50a"
+# VLC's mpjpeg mux writes its own fixed delimiter: the mime must declare it.
+VLC_BOUNDARY = "7b3cc56e5f51db803f790dad720ed50a"
 SCREEN = (640, 480)
 PORT = 18620
 
@@ -50,7 +51,7 @@ def server_argv(name, port, original):
     if name == "vlc":
         # As bench/bench.py runs it: as nobody (VLC refuses root), from fd 0.
         sout = ("#standard{access=http{mime=multipart/x-mixed-replace;boundary=%s},"
-                "mux=mpjpeg,dst=127.0.0.1:%d/video.mjpg}" % (BOUNDARY, port))
+                "mux=mpjpeg,dst=127.0.0.1:%d/video.mjpg}" % (VLC_BOUNDARY, port))
         return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                 "env", "HOME=/tmp", "vlc", "-I", "dummy", "-q", "--play-and-exit",
                 "fd://0", "--sout", sout]

@@ -33,21 +33,56 @@ pub enum Timer {
     Watchdog,
 }
 
-const TIMERS: usize = 7;
+/// When each timer is due, a field each rather than an array sized by hand:
+/// a timer added to [`Timer`] does not compile until [`Deadlines::slot`]
+/// gives it a field here, and [`Deadlines::next`], which names every field,
+/// counts it.
+#[derive(Default)]
+struct Timers {
+    tick: Option<Instant>,
+    stats: Option<Instant>,
+    input: Option<Instant>,
+    accept: Option<Instant>,
+    drain: Option<Instant>,
+    offline: Option<Instant>,
+    watchdog: Option<Instant>,
+}
 
 #[derive(Default)]
 pub struct Deadlines {
-    at: [Option<Instant>; TIMERS],
+    timers: Timers,
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 impl Deadlines {
+    fn slot(&mut self, timer: Timer) -> &mut Option<Instant> {
+        let t = &mut self.timers;
+        match timer {
+            Timer::Tick => &mut t.tick,
+            Timer::Stats => &mut t.stats,
+            Timer::Input => &mut t.input,
+            Timer::Accept => &mut t.accept,
+            Timer::Drain => &mut t.drain,
+            Timer::Offline => &mut t.offline,
+            Timer::Watchdog => &mut t.watchdog,
+        }
+    }
+
     pub fn set(&mut self, timer: Timer, at: Option<Instant>) {
-        self.at[timer as usize] = at;
+        *self.slot(timer) = at;
     }
 
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.at[timer as usize]
+        let t = &self.timers;
+        match timer {
+            Timer::Tick => t.tick,
+            Timer::Stats => t.stats,
+            Timer::Input => t.input,
+            Timer::Accept => t.accept,
+            Timer::Drain => t.drain,
+            Timer::Offline => t.offline,
+            Timer::Watchdog => t.watchdog,
+        }
     }
 
     /// True, and the timer cleared, if it is set and due at `now`.
@@ -76,7 +111,9 @@ impl Deadlines {
 
     pub fn next(&self) -> Option<Instant> {
         let retry = self.retries.peek().map(|Reverse((at, _))| *at);
-        self.at.iter().copied().chain([retry]).flatten().min()
+        // No `..`: a field left out here would be a timer never woken for.
+        let Timers { tick, stats, input, accept, drain, offline, watchdog } = self.timers;
+        [tick, stats, input, accept, drain, offline, watchdog, retry].into_iter().flatten().min()
     }
 
     /// How long `poll` may sleep from `now`.
@@ -88,6 +125,32 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: [Timer; 7] = [
+        Timer::Tick,
+        Timer::Stats,
+        Timer::Input,
+        Timer::Accept,
+        Timer::Drain,
+        Timer::Offline,
+        Timer::Watchdog,
+    ];
+
+    #[test]
+    fn every_timer_has_its_own_slot_and_wakes_the_loop() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Deadlines::default();
+        for (n, &timer) in ALL.iter().enumerate() {
+            d.set(timer, Some(t + ms(100 + n as u64)));
+        }
+        for (n, &timer) in ALL.iter().enumerate() {
+            assert_eq!(d.get(timer), Some(t + ms(100 + n as u64)), "{timer:?}");
+            assert_eq!(d.timeout(t), Some(ms(100 + n as u64)), "{timer:?} is the earliest");
+            d.set(timer, None);
+        }
+        assert_eq!(d.timeout(t), None);
+    }
 
     #[test]
     fn the_timeout_is_the_earliest_of_timers_and_retries() {

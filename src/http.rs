@@ -23,10 +23,13 @@ const MAX_HEADERS: usize = 64;
 /// interval far inside `Instant`'s range.
 pub const MAX_FRAME_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The multipart boundary. Its delimiter on the wire is `--` followed by
-/// this, as RFC 2046 says; it is long and odd enough never to occur in the
-/// part headers, and `Content-Length` tells clients where JPEG data ends.
-pub const BOUNDARY: &str = "7b3cc56e5f51db803f790dad720ed50a";
+/// The multipart boundary: mjpg-streamer's and µStreamer's, because
+/// mjpg-streamer's input_http plugin, and scripts copied from it, look for
+/// the delimiter `--boundarydonotcross` itself instead of reading the
+/// Content-Type's parameter. It never occurs in the part headers, and
+/// `Content-Length` (or, for advance headers, the JPEG's own end) tells
+/// clients where JPEG data ends.
+pub const BOUNDARY: &str = "boundarydonotcross";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -153,11 +156,21 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 Ok(target) => target,
                 Err(status) => return Parsed::Error(status),
             };
+            // Framed for what the request is for, not for who sends it: a
+            // browser's <img> or page load is painted by the browser itself,
+            // which wants the next part's headers early; a fetch() from a
+            // page's script (Mainsail's MJPEG-Streamer mode: Accept */*)
+            // sizes parts by Content-Length, as players do.
             let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
+            let shown = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("accept"))
+                .any(|h| asks_for_image_or_page(h.value));
             let framing = match target.advance_headers {
                 Some(true) => Framing::AdvanceHeaders,
                 Some(false) => Framing::Length,
-                None if browser => Framing::AdvanceHeaders,
+                None if browser && shown => Framing::AdvanceHeaders,
                 None => Framing::Length,
             };
             Parsed::Request(Request {
@@ -169,6 +182,31 @@ pub fn parse(buf: &[u8]) -> Parsed {
             })
         }
     }
+}
+
+/// True if an `Accept` value names an `image/` type or range, or
+/// `text/html`, as browsers send for an `<img>` and for a page or frame,
+/// with a weight above 0 (`q=0` says "not this", RFC 9110 §12.4.2). `*/*`
+/// alone, as `fetch()` sends by default, asks for neither.
+fn asks_for_image_or_page(accept: &[u8]) -> bool {
+    accept.split(|&b| b == b',').any(|range| {
+        let mut parts = range.split(|&b| b == b';');
+        let media_range = parts.next().unwrap_or_default().trim_ascii();
+        let wanted = media_range.get(..6).is_some_and(|kind| kind.eq_ignore_ascii_case(b"image/"))
+            || media_range.eq_ignore_ascii_case(b"text/html");
+        let refused = parts.any(|param| {
+            let param = param.trim_ascii();
+            let Some(weight) = param.strip_prefix(b"q=").or_else(|| param.strip_prefix(b"Q="))
+            else {
+                return false;
+            };
+            // Zero is "0", "0." or "0." and up to three zeros (§12.4.2).
+            weight.first() == Some(&b'0')
+                && weight[1..].first().is_none_or(|&b| b == b'.')
+                && weight.iter().skip(2).all(|&b| b == b'0')
+        });
+        wanted && !refused
+    })
 }
 
 /// What a request that reached the cap unfinished earns. httparse has
@@ -531,33 +569,73 @@ mod tests {
     }
 
     #[test]
-    fn framing_follows_the_query_then_the_user_agent() {
-        let framing = |req: &str| match parse(req.as_bytes()) {
+    fn framing_follows_the_query_then_what_a_browser_asks_for() {
+        let framing = |headers: &str, target: &str| match parse(
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes(),
+        ) {
             Parsed::Request(r) => r.framing,
             other => panic!("{other:?}"),
         };
         let chrome = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156\r\n";
-        assert_eq!(
-            framing(&format!("GET /video.mjpg HTTP/1.1\r\n{chrome}\r\n")),
-            Framing::AdvanceHeaders
-        );
-        assert_eq!(
-            framing("GET /video.mjpg HTTP/1.1\r\nUser-Agent: Lavf/60\r\n\r\n"),
-            Framing::Length
-        );
-        assert_eq!(framing("GET /video.mjpg HTTP/1.1\r\n\r\n"), Framing::Length);
-        assert_eq!(
-            framing(&format!("GET /video.mjpg?advance_headers=0 HTTP/1.1\r\n{chrome}\r\n")),
-            Framing::Length
-        );
-        assert_eq!(
-            framing("GET /stream?advance_headers=1 HTTP/1.1\r\n\r\n"),
-            Framing::AdvanceHeaders
-        );
-        assert_eq!(
-            framing("GET /stream?advance_headers=yes HTTP/1.1\r\n\r\n"),
-            Framing::AdvanceHeaders
-        );
+        let img = "Accept: image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8\r\n";
+        let page = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n";
+        let fetch = "Accept: */*\r\n";
+        let (advance, length) = (Framing::AdvanceHeaders, Framing::Length);
+        // A browser's <img> and its page load or iframe paint the stream.
+        assert_eq!(framing(&format!("{chrome}{img}"), "/video.mjpg"), advance);
+        assert_eq!(framing(&format!("{chrome}{page}"), "/video.mjpg"), advance);
+        // Its fetch() (Mainsail), or no Accept at all, reads parts itself.
+        assert_eq!(framing(&format!("{chrome}{fetch}"), "/video.mjpg"), length);
+        assert_eq!(framing(chrome, "/video.mjpg"), length);
+        // Not a browser: Content-Length whatever it accepts.
+        assert_eq!(framing(&format!("User-Agent: Lavf/60\r\n{img}"), "/video.mjpg"), length);
+        assert_eq!(framing(img, "/video.mjpg"), length);
+        assert_eq!(framing("", "/video.mjpg"), length);
+        // The query decides over both.
+        assert_eq!(framing(&format!("{chrome}{img}"), "/video.mjpg?advance_headers=0"), length);
+        assert_eq!(framing(&format!("{chrome}{fetch}"), "/stream?advance_headers=1"), advance);
+        assert_eq!(framing("", "/stream?advance_headers=1"), advance);
+        assert_eq!(framing("", "/stream?advance_headers=yes"), advance);
+        // Any of several Accept lines may ask.
+        let two = format!("{chrome}{fetch}Accept: image/jpeg\r\n");
+        assert_eq!(framing(&two, "/video.mjpg"), advance);
+    }
+
+    #[test]
+    fn accept_asks_for_an_image_or_a_page_unless_weighted_0() {
+        for yes in [
+            "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
+            "image/webp,image/avif,image/jxl,image/heic,video/*;q=0.8,image/*;q=0.8,*/*;q=0.5",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "image/*",
+            "IMAGE/JPEG",
+            "Text/HTML",
+            "*/*, image/jpeg ; q=0.1",
+            "image/jpeg;q=0.001",
+            "image/jpeg;level=1;q=1",
+            "image/jpeg;q=01",
+        ] {
+            assert!(asks_for_image_or_page(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "*/*",
+            "",
+            "application/json, text/plain, */*",
+            "text/*",
+            "text/htmlx",
+            "multipart/x-mixed-replace",
+            "video/x-motion-jpeg",
+            "image",
+            "imagex/jpeg",
+            "xtext/html",
+            "image/*;q=0",
+            "image/*;q=0.",
+            "image/*;q=0.0",
+            "image/*; Q=0.000",
+            "text/html;q=0, */*",
+        ] {
+            assert!(!asks_for_image_or_page(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

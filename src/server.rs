@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The viewer set's [`Env`] from the server's fields, borrowed apart from
 /// `viewers` and `input`.
-macro_rules! env {
+macro_rules! split_env {
     ($server:ident) => {
         &mut Env {
             stats: &mut $server.stats,
@@ -244,7 +244,7 @@ impl Server {
         self.input.supervise(now, self.poll.registry(), CAMERA_ERRORS);
         self.show_notices(now);
         while let Some((key, at)) = self.deadlines.pop_retry(now) {
-            self.viewers.retry(key, at, now, env!(self));
+            self.viewers.retry(key, at, now, split_env!(self));
         }
         // A client left: a descriptor is free for those in the backlog.
         let freed = self.viewers.take_freed() && self.accept_paused;
@@ -262,7 +262,7 @@ impl Server {
         if self.deadlines.take_due(Timer::Tick, now) {
             self.deadlines.set(Timer::Tick, Some(now + TICK));
             self.stats.tick(now, self.input.counters().frames);
-            self.viewers.tick(now, env!(self));
+            self.viewers.tick(now, split_env!(self));
         }
         if self.deadlines.take_due(Timer::Stats, now) {
             let every = self.config.stats_every.unwrap_or(TICK);
@@ -310,7 +310,7 @@ impl Server {
         let Some(renderer) = &mut self.renderer else { return };
         while let Some((kind, jpeg)) = renderer.take() {
             if self.noticing && self.input.notice(now).is_some() {
-                self.viewers.publish_notice(jpeg, kind.state(), env!(self));
+                self.viewers.publish_notice(jpeg, kind.state(), split_env!(self));
             }
         }
     }
@@ -380,7 +380,7 @@ impl Server {
 
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
         let starting = self.input.starting();
-        let asked = self.viewers.ready(key, readable, now, starting, env!(self));
+        let asked = self.viewers.ready(key, readable, now, starting, split_env!(self));
         if let Some(Asked::Figures { format, head_only }) = asked {
             // Only now, for /stats or /metrics, walk the viewers.
             self.refresh_stats();
@@ -400,14 +400,14 @@ impl Server {
             };
             let extra = self.viewers.extra_headers();
             let page = router::page(&body, format.content_type(), extra, head_only);
-            self.viewers.reply(key, page, now, env!(self));
+            self.viewers.reply(key, page, now, split_env!(self));
         }
     }
 
     /// Reads the input's turn, publishing each frame to the viewers.
     fn read_input(&mut self, now: Instant) -> io::Result<()> {
         let registry = self.poll.registry();
-        let (viewers, env) = (&mut self.viewers, env!(self));
+        let (viewers, env) = (&mut self.viewers, split_env!(self));
         let status = self.input.read(now, registry, &mut |jpeg, read_at| {
             viewers.publish(jpeg, read_at, env);
         })?;
@@ -425,7 +425,7 @@ impl Server {
         for signal in signals {
             if signal == SIGCHLD {
                 let registry = self.poll.registry();
-                let (viewers, env) = (&mut self.viewers, env!(self));
+                let (viewers, env) = (&mut self.viewers, split_env!(self));
                 let reaped = self.input.reap(now, registry, &mut |jpeg, read_at| {
                     viewers.publish(jpeg, read_at, env);
                 });

@@ -218,7 +218,17 @@ impl Viewers {
     /// their reply and wait only for the peer's close do not count: a burst
     /// of snapshot requests must not cause 503s.
     pub fn full(&self) -> bool {
-        self.conns.len() - self.census.closing >= self.policy.max_clients
+        debug_assert!(
+            self.census.streaming + self.census.closing <= self.conns.len(),
+            "the census counts {} streaming and {} closing of {} clients",
+            self.census.streaming,
+            self.census.closing,
+            self.conns.len()
+        );
+        // Should the census drift all the same, a subtraction that wrapped
+        // would turn every newcomer away with 503; too many admitted is
+        // the smaller harm.
+        self.conns.len().saturating_sub(self.census.closing) >= self.policy.max_clients
     }
 
     /// Takes a new connection.
@@ -657,4 +667,37 @@ fn read_in(conn: &mut Conn) -> bool {
 
 pub fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn viewers(max_clients: usize) -> Viewers {
+        Viewers::new(Policy {
+            max_clients,
+            max_queued_bytes: 0,
+            request_timeout: Duration::from_secs(1),
+            client_timeout: Duration::from_secs(1),
+            credentials: None,
+            extra_headers: String::new(),
+        })
+    }
+
+    #[test]
+    #[cfg_attr(
+        debug_assertions,
+        should_panic(expected = "the census counts 0 streaming and 1 closing of 0 clients")
+    )]
+    fn a_census_that_drifted_past_the_clients_is_caught_and_never_shuts_everyone_out() {
+        let mut v = viewers(2);
+        v.census.closing = 1;
+        assert!(!v.full());
+    }
+
+    #[test]
+    fn with_no_client_there_is_room() {
+        assert!(!viewers(1).full());
+        assert!(viewers(0).full());
+    }
 }

@@ -31,7 +31,7 @@ const MAX_SILENCE: Duration = Duration::from_millis(2500);
 /// Short timeouts keep the tests fast.
 const FAST: [&str; 4] = ["--source-timeout", "2", "--kill-timeout", "1"];
 
-const DELIMITER: &[u8] = b"\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n";
+const DELIMITER: &[u8] = b"\r\n--boundarydonotcross\r\n";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{frames, json_number, produce, Server, Viewer, STEP};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -231,8 +231,11 @@ fn with_allow_origin_every_part_carries_it_too() {
     // WebKit checks each part of a cross-origin multipart image.
     let mut server = Server::start(&["--allow-origin", "*"]);
     let mut s = server.connect();
-    s.write_all(b"GET /video.mjpg HTTP/1.1\r\nUser-Agent: Mozilla/5.0 AppleWebKit\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"GET /video.mjpg HTTP/1.1\r\nUser-Agent: Mozilla/5.0 AppleWebKit\r\n\
+          Accept: image/webp,image/*;q=0.8,*/*;q=0.5\r\n\r\n",
+    )
+    .unwrap();
     produce(&mut server, &frames(2), Duration::ZERO);
     let mut got = Vec::new();
     let mut buf = [0; 65536];
@@ -242,4 +245,41 @@ fn with_allow_origin_every_part_carries_it_too() {
         assert!(n > 0, "the stream ended");
         got.extend_from_slice(&buf[..n]);
     }
+}
+
+#[test]
+fn a_browser_script_gets_content_length_and_a_browser_image_advance_headers() {
+    let mut server = Server::start(&[]);
+    let sent = frames(1);
+    produce(&mut server, &sent, Duration::ZERO);
+    common::wait_until("the frame is the snapshot", || {
+        server.get_path("/snapshot.jpg").2 == sent[0]
+    });
+    // The first part's header block, as a browser asking with `accept` reads it.
+    let first_part = |accept: &str| {
+        let mut s = server.connect();
+        write!(
+            s,
+            "GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\
+             User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156\r\nAccept: {accept}\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(s);
+        let mut lines: Vec<String> = Vec::new();
+        // The response head, the delimiter, the part's headers.
+        while lines.iter().filter(|l| *l == "\r\n").count() < 2 {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "cut short: {lines:?}");
+            lines.push(line);
+        }
+        let blank = lines.iter().position(|l| l == "\r\n").unwrap();
+        assert!(lines[blank + 1].starts_with("--"), "{lines:?}");
+        lines[blank + 2..].concat()
+    };
+    // Mainsail's MJPEG-Streamer mode: fetch() in a worker.
+    let fetch = first_part("*/*");
+    assert!(fetch.contains(&format!("Content-Length: {}\r\n", sent[0].len())), "{fetch}");
+    let img = first_part("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8");
+    assert!(img.starts_with("Content-Type: image/jpeg\r\n"), "{img}");
+    assert!(!img.contains("Content-Length"), "{img}");
 }

@@ -29,7 +29,7 @@ const WARMUP: u64 = 1;
 const MEASURED: u64 = 6;
 const SERVER_IP: &str = "10.213.0.1";
 const PORT: u16 = 8554;
-const BOUNDARY: &str = "--7b3cc56e5f51db803f790dad720ed50a";
+const BOUNDARY: &str = "--boundarydonotcross";
 /// The COM segment put right after each frame's SOI: this tag, the frame's
 /// index and its send time in nanoseconds since the run began.
 const TAG: &[u8; 8] = b"slowlink";

@@ -271,7 +271,7 @@ impl Viewer {
         }
         let mut delimiter = String::new();
         reader.read_line(&mut delimiter).unwrap();
-        assert_eq!(delimiter, "--7b3cc56e5f51db803f790dad720ed50a\r\n");
+        assert_eq!(delimiter, "--boundarydonotcross\r\n");
         Viewer { reader, head }
     }
 
@@ -304,9 +304,10 @@ impl Viewer {
         }
         let mut jpeg = vec![0; length.expect("Content-Length")];
         self.reader.read_exact(&mut jpeg).ok()?;
-        let mut trailer = [0; 38];
+        const TRAILER: &[u8] = b"\r\n--boundarydonotcross\r\n";
+        let mut trailer = [0; TRAILER.len()];
         self.reader.read_exact(&mut trailer).ok()?;
-        assert_eq!(&trailer, b"\r\n--7b3cc56e5f51db803f790dad720ed50a\r\n");
+        assert_eq!(trailer, TRAILER);
         Some((headers, jpeg))
     }
 
