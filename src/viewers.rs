@@ -677,6 +677,7 @@ mod tests {
         Viewers::new(Policy {
             max_clients,
             max_queued_bytes: 0,
+            max_held_bytes: 1 << 20,
             request_timeout: Duration::from_secs(1),
             client_timeout: Duration::from_secs(1),
             credentials: None,
