@@ -22,7 +22,7 @@ slow client holds one frame, never a queue, and never delays the rest.
 
 use crate::frame::{io_slices, Frame};
 use crate::http::Framing;
-use crate::reader::{Reader, Verdict};
+use crate::reader::Reader;
 use crate::stats::Stats;
 use crate::tcp::{self, Backlog, Look};
 use std::io::IoSlice;
@@ -73,6 +73,8 @@ pub struct Stream {
     pub skipped_reading: u64,
     /// How far behind its application reads.
     pub reader: Reader,
+    /// When it last started a frame, for its reader's pace.
+    started_at: Instant,
     /// The reader held a frame back since this viewer last started one.
     reader_held: bool,
     /// Frames sent in the last second, and the count when it began.
@@ -87,9 +89,6 @@ pub enum Hold {
     Rate,
     /// Its path is full ([`Backlog::Full`]): a stall if it lasts.
     Queue,
-    /// Its application has not read what it was sent: a stall if it reads
-    /// nothing for as long.
-    Reader,
 }
 
 /// `?fps=N` as a schedule rather than a minimum gap, so that a cap of 20 on a
@@ -267,6 +266,7 @@ impl Client {
             skipped: 0,
             skipped_reading: 0,
             reader: Reader::default(),
+            started_at: now,
             reader_held: false,
             fps: 0,
             frames_at_tick: 0,
@@ -333,8 +333,14 @@ impl Client {
                     s.held = Some(Hold::Rate);
                     return Next::Retry(rate.retry_at());
                 }
-                // A reader already behind is looked at on every frame.
-                if self.blocked || self.unchecked >= CHECK_EVERY || s.reader.unread > 0 {
+                // The pace its reads showed, once learned: a schedule, as
+                // `?fps` is, and no stall.
+                if let Some(at) = s.reader.next_start(s.started_at).filter(|&at| at > now) {
+                    s.held = Some(Hold::Rate);
+                    s.reader_held = true;
+                    return Next::Retry(at);
+                }
+                if self.blocked || self.unchecked >= CHECK_EVERY {
                     let Some(look) = look() else {
                         return self.start(frame, now, stats);
                     };
@@ -343,6 +349,7 @@ impl Client {
                         self.acked = look.acked;
                         self.last_progress = now;
                     }
+                    s.reader.observe(&look, frame.jpeg.len() as u64, now);
                     match tcp::backlog(&look, self.max_queued) {
                         Backlog::Full => {
                             s.held = Some(Hold::Queue);
@@ -350,18 +357,6 @@ impl Client {
                         }
                         Backlog::Some => self.unchecked = CHECK_EVERY,
                         Backlog::Light => self.unchecked = 0,
-                    }
-                    let unread = s.reader.unread;
-                    let room = self.max_queued.max(frame.jpeg.len()) as u64;
-                    let verdict = s.reader.judge(&look, room, now);
-                    if s.reader.unread < unread {
-                        // It read: a reader that reads is not stalled.
-                        self.last_progress = now;
-                    }
-                    if let Verdict::Wait(at) = verdict {
-                        s.held = Some(Hold::Reader);
-                        s.reader_held = true;
-                        return Next::Retry(at);
                     }
                 } else {
                     self.unchecked += 1;
@@ -387,6 +382,7 @@ impl Client {
         if let Some(rate) = &mut s.rate {
             rate.took(now);
         }
+        s.started_at = now;
         self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
         self.timed = frame.live();
         // A frame to send counts as progress: the client-timeout measures
@@ -422,9 +418,7 @@ impl Client {
             State::Replying => stuck,
             // Its own deadline answers it.
             State::Awaiting { .. } => false,
-            State::Streaming(s) => {
-                (!self.idle() || matches!(s.held, Some(Hold::Queue | Hold::Reader))) && stuck
-            }
+            State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
         }
     }
 }

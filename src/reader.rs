@@ -1,51 +1,67 @@
 /*!
-How far behind a viewer's application reads, from what its kernel tells
-ours, and so whether it can take a new frame now: pure code, no socket.
+How fast a viewer's application reads, from what its kernel tells ours,
+and so how often it can take a frame: pure code, no socket.
 
 A client that reads slower than the camera writes (an OpenCV loop, an NVR,
 Motion at 10 fps) would otherwise take every frame the network can carry,
 and its own receive buffer, which the kernel grows to megabytes, becomes a
-queue of seconds. So a frame waits while the client's window says it has
-more than [`Reader::judge`]'s `room` unread, and it is then the newest.
+queue of seconds.
 
-The peer advertises a window: the room left in its receive buffer, capped
-at a threshold of its own (`rcv_ssthresh`). What it took off the wire and
-has not read narrows the window, so `widest - window` (the widest window it
-advertised, less the window now) estimates the unread share. Linux receivers
-limit what that estimate is worth (docs/SLOWLINK.md has the measurements):
+The peer's kernel advertises a window, the room left in its receive
+buffer, but a Linux receiver tells of its application's reads only when a
+read at least doubles that window (`tcp_cleanup_rbuf`), and opens a closed
+window only once a sixteenth of its buffer is free (`__tcp_select_window`):
+reads are seen only as a full buffer reopening, in steps of a hundred
+kilobytes or more. Each time the window closes again the buffer is full,
+so the bytes acknowledged between two closings are exactly what the
+application read meanwhile. So a reader is learned once it has filled its
+buffer:
 
-- While more than half the window is open, reads reopen it without saying
-  so (`tcp_cleanup_rbuf` sends a window update only when a read at least
-  doubles the window), and the window moves with the receiver's own
-  accounting (its threshold, its measured overhead per byte) as much as
-  with what is unread. There the estimate is not trusted and the frame goes.
-- Below half, each read that frees room sends an update at once: the
-  estimate is trusted, and a frame waits for the reader.
-- A window that is never reported (kernels before 5.4) leaves every frame
-  to go, as it would without this pacing.
+1. **Filling.** Frames go as the link takes them (and `--max-queued-bytes`
+   allows); the reader is not seen.
+2. **Behind.** The window closes (under a frame) with bytes waiting to be
+   sent: its pace is measured between [`CLOSINGS_TO_LEARN`] closings.
+3. **Draining.** No frame starts until what its buffer holds (about the
+   widest window it advertised) is read at that pace.
+4. **Paced.** A frame at most every `frame size / (KEEP_UP × pace)`: it
+   waits for each frame rather than a queue growing unseen, and a reader
+   that falls behind again is learned again.
+
+docs/SLOWLINK.md has the measurements behind these rules.
 */
 
 use crate::tcp::Look;
 use std::time::{Duration, Instant};
 
-/// While the window is trusted, a held frame is looked at again this soon:
-/// a read that frees room is reported at once, and a camera's next frame
-/// may be far off.
-pub const TRUSTED_RETRY: Duration = Duration::from_millis(10);
+/// Closings of the window, each with the buffer full, before the
+/// reader's pace is taken from the bytes acknowledged between the first
+/// and the last: a buffer reopens in steps of 64 KB or more, so the span
+/// must hold a few for the pace to be within a few percent.
+const CLOSINGS_TO_LEARN: usize = 4;
 
-/// A window not updated for this long is looked behind: the frame goes,
-/// and its acknowledgement brings a fresh window. The receiver's own
-/// accounting can narrow a window with nothing unread, and then no read
-/// would ever update it.
-const STALE: Duration = Duration::from_secs(1);
+/// Closings further apart than this are not one stretch of a reader
+/// behind: it caught up in between.
+const CLOSINGS_APART: Duration = Duration::from_secs(5);
 
-/// What [`Reader::judge`] says.
+/// The share of its measured pace a learned reader is given: a little
+/// less than it can take, so that it waits for each frame instead of a
+/// queue growing where the window cannot show it.
+const KEEP_UP: f64 = 0.8;
+
+/// What a full buffer holds, as a multiple of the widest window the
+/// reader advertised: the window is capped below the buffer's room
+/// (`rcv_ssthresh`); measured here, a full buffer held 1.1 times it, and
+/// a drain cut short leaves a queue that only the margin of [`KEEP_UP`]
+/// drains, slowly.
+const FULL_BUFFER: f64 = 1.5;
+
+/// A reader's pace, learned while it was behind.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Verdict {
-    /// The client has room: start the newest frame.
-    Go,
-    /// Hold the frame; look again at this time (or at the next frame).
-    Wait(Instant),
+struct Pace {
+    /// Bytes a second it read while it had more than it could read.
+    rate: f64,
+    /// No frame before this: what it had unread drains meanwhile.
+    drained_at: Instant,
 }
 
 /// One viewer's reader, as far as the acknowledgements show it.
@@ -53,105 +69,173 @@ pub enum Verdict {
 pub struct Reader {
     /// The widest window the peer has advertised.
     widest: u64,
-    /// Unread bytes in the peer's buffer at the last look, where the
-    /// window could tell; 0 where it could not.
+    /// The widest window less the window at the last look: what it has
+    /// not read, as far as its window shows (little until it is behind).
     pub unread: u64,
+    /// When the window closed, and the bytes acknowledged then, while the
+    /// reader is behind.
+    closings: Vec<(Instant, u64)>,
+    /// The window was open at the last look.
+    closed: bool,
+    pace: Option<Pace>,
+    /// The mean size of the frames it was sent, for its pace in frames.
+    frame_bytes: f64,
 }
 
 impl Reader {
-    /// Takes a look at the connection and says whether a frame can start:
-    /// yes unless the window is trusted and the bytes ahead of the frame
-    /// (unsent, in flight, unread) are `room` or more.
-    pub fn judge(&mut self, look: &Look, room: u64, now: Instant) -> Verdict {
-        let Some(window) = look.window else {
-            self.unread = 0;
-            return Verdict::Go;
+    /// Takes a look at the connection on the way to a frame of `frame`
+    /// bytes: learns the reader's pace while it is behind.
+    pub fn observe(&mut self, look: &Look, frame: u64, now: Instant) {
+        self.frame_bytes = match self.frame_bytes {
+            0.0 => frame as f64,
+            mean => mean + (frame as f64 - mean) / 8.0,
         };
+        let Some(window) = look.window else { return };
         self.widest = self.widest.max(window);
-        let trusted = window.saturating_mul(2) <= self.widest;
-        self.unread = if trusted { self.widest - window } else { 0 };
-        let ahead = self.unread + look.in_flight + look.unsent;
-        if !trusted || ahead < room || look.since_ack >= STALE {
-            return Verdict::Go;
+        self.unread = self.widest - window;
+        let closed = window < frame && look.unsent > 0;
+        let closing = closed && !self.closed;
+        self.closed = closed;
+        if !closing {
+            return;
         }
-        Verdict::Wait(now + TRUSTED_RETRY)
+        let at = now.checked_sub(look.since_ack).unwrap_or(now);
+        if self
+            .closings
+            .last()
+            .is_some_and(|&(last, _)| at.saturating_duration_since(last) > CLOSINGS_APART)
+        {
+            self.closings.clear();
+        }
+        self.closings.push((at, look.acked));
+        if self.closings.len() < CLOSINGS_TO_LEARN {
+            return;
+        }
+        let (first_at, first) = self.closings.remove(0);
+        let span = at.saturating_duration_since(first_at).as_secs_f64();
+        let read = look.acked.saturating_sub(first);
+        if span > 0.0 && read > 0 {
+            let rate = read as f64 / span;
+            let drain = self.widest as f64 * FULL_BUFFER / rate;
+            let drained_at = now + Duration::from_secs_f64(drain.min(MAX_DRAIN.as_secs_f64()));
+            self.pace = Some(Pace { rate, drained_at });
+        }
+    }
+
+    /// Whether its pace has been learned: it is, or was, behind.
+    pub fn paced(&self) -> bool {
+        self.pace.is_some()
+    }
+
+    /// Its pace in bytes a second, 0 while not learned.
+    pub fn rate(&self) -> f64 {
+        self.pace.map_or(0.0, |p| p.rate)
+    }
+
+    /// Its pace in frames a second, 0 while not learned.
+    pub fn fps(&self) -> f64 {
+        self.rate() / self.frame_bytes.max(1.0)
+    }
+
+    /// The earliest a frame may start for this reader, if its pace says
+    /// wait: until what it had unread has drained, then one frame every
+    /// `frame size / (KEEP_UP × pace)` after `last_start`.
+    pub fn next_start(&self, last_start: Instant) -> Option<Instant> {
+        let pace = self.pace?;
+        let fps = pace.rate * KEEP_UP / self.frame_bytes.max(1.0);
+        let interval = Duration::from_secs_f64((1.0 / fps.max(1e-3)).min(86_400.0));
+        Some(pace.drained_at.max(last_start + interval))
     }
 }
+
+/// The longest drain: a reader with a huge buffer and a trickle of a pace
+/// still gets a frame this often.
+const MAX_DRAIN: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn look(acked: u64, window: u64, since_ack_ms: u64) -> Look {
-        Look {
-            acked,
-            window: Some(window),
-            since_ack: Duration::from_millis(since_ack_ms),
-            ..Look::default()
-        }
+    fn look(acked: u64, window: u64, unsent: u64) -> Look {
+        Look { acked, window: Some(window), unsent, ..Look::default() }
     }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn a_reader_with_an_open_window_takes_the_frame() {
-        let t = Instant::now();
-        let mut r = Reader::default();
-        assert_eq!(r.judge(&look(0, 100_000, 0), 20_000, t), Verdict::Go);
-        assert_eq!(r.unread, 0);
+    /// A full buffer that reopens by 200 000 bytes every second (a reader
+    /// of 200 000 bytes a second), looked at every 100 ms from `from`, for
+    /// the seconds `seconds` counted from there.
+    fn behind(r: &mut Reader, from: Instant, seconds: std::ops::Range<u64>) {
+        for tick in seconds.start * 10..seconds.end * 10 {
+            let at = from + ms(tick * 100);
+            let acked = 2_000_000 + tick / 10 * 200_000;
+            let window = if tick % 10 == 0 { 190_000 } else { 0 };
+            r.observe(&look(acked, window, 16_000), 20_000, at);
+        }
     }
 
     #[test]
-    fn a_kernel_without_the_window_leaves_every_frame_to_go() {
+    fn a_reader_that_keeps_up_is_never_paced() {
         let t = Instant::now();
         let mut r = Reader::default();
-        let blind = Look { window: None, unsent: 0, ..look(0, 0, 0) };
-        assert_eq!(r.judge(&blind, 1, t), Verdict::Go);
+        for i in 0..100 {
+            r.observe(&look(i * 20_000, 500_000, 0), 20_000, t + ms(i * 33));
+        }
+        assert!(!r.paced());
+        assert_eq!(r.next_start(t), None);
     }
 
     #[test]
-    fn a_window_below_half_is_trusted_and_retried_soon() {
+    fn a_kernel_without_the_window_is_never_paced() {
         let t = Instant::now();
         let mut r = Reader::default();
-        r.judge(&look(0, 100_000, 0), 20_000, t);
-        // 70 000 unread, window under half: hold, look again soon.
-        assert_eq!(
-            r.judge(&look(70_000, 30_000, 0), 20_000, t + ms(50)),
-            Verdict::Wait(t + ms(60))
-        );
-        assert_eq!(r.unread, 70_000);
-        // The reader drains: an update says so, and the frame goes.
-        assert_eq!(r.judge(&look(70_000, 95_000, 0), 20_000, t + ms(90)), Verdict::Go);
-        assert_eq!(r.unread, 0);
+        let blind = Look { window: None, unsent: 16_000, ..Look::default() };
+        for i in 0..10 {
+            r.observe(&blind, 20_000, t + ms(i * 100));
+        }
+        assert!(!r.paced());
     }
 
     #[test]
-    fn a_window_above_half_is_not_trusted() {
+    fn a_reader_behind_is_learned_between_closings_then_drains_then_is_paced() {
         let t = Instant::now();
         let mut r = Reader::default();
-        r.judge(&look(0, 100_000, 0), 20_000, t);
-        assert_eq!(r.judge(&look(40_000, 60_000, 0), 20_000, t + ms(10)), Verdict::Go);
-        assert_eq!(r.unread, 0);
+        r.observe(&look(0, 1_000_000, 0), 20_000, t);
+        behind(&mut r, t + ms(1000), 0..3);
+        assert!(!r.paced(), "three closings are two spans");
+        behind(&mut r, t + ms(1000), 3..4);
+        // Closings at 1.1, 2.1, 3.1 and 4.1 s, 200 000 bytes acknowledged
+        // between each.
+        assert!((r.rate() - 200_000.0).abs() < 1.0, "{}", r.rate());
+        let learned = t + ms(4900);
+        // Its buffer (1.5 x the widest window) drains in 7.5 s from the
+        // closing that taught it.
+        let drained = t + ms(4100) + Duration::from_secs_f64(1_500_000.0 / 200_000.0);
+        assert_eq!(r.next_start(learned), Some(drained));
+        // Then 8 frames a second, 0.8 of its 10.
+        let later = drained + ms(500);
+        let gap = r.next_start(later).unwrap() - later;
+        assert!((gap.as_secs_f64() - 1.0 / 8.0).abs() < 1e-6, "{gap:?}");
     }
 
     #[test]
-    fn a_trusted_window_holds_only_what_reaches_the_room() {
+    fn a_window_that_stays_closed_is_one_closing() {
         let t = Instant::now();
         let mut r = Reader::default();
-        r.judge(&look(0, 100_000, 0), 60_000, t);
-        assert_eq!(r.judge(&look(55_000, 45_000, 0), 60_000, t), Verdict::Go);
-        let busy = Look { in_flight: 5_000, ..look(55_000, 45_000, 0) };
-        assert_eq!(r.judge(&busy, 60_000, t), Verdict::Wait(t + TRUSTED_RETRY));
+        for i in 0..50 {
+            r.observe(&look(2_000_000 + i, 0, 16_000), 20_000, t + ms(i * 100));
+        }
+        assert!(!r.paced());
     }
 
     #[test]
-    fn a_window_not_updated_for_a_second_lets_the_frame_go() {
+    fn closings_far_apart_start_over() {
         let t = Instant::now();
         let mut r = Reader::default();
-        r.judge(&look(0, 100_000, 0), 20_000, t);
-        assert!(matches!(r.judge(&look(90_000, 10_000, 999), 20_000, t), Verdict::Wait(_)));
-        assert_eq!(r.judge(&look(90_000, 10_000, 1000), 20_000, t), Verdict::Go);
+        behind(&mut r, t, 0..3);
+        behind(&mut r, t + ms(7000), 3..4);
+        assert!(!r.paced());
     }
 }

@@ -592,7 +592,7 @@ impl Viewers {
                 out,
                 "{}{{\"addr\":\"{}\",\"age_s\":{:.1},\"fps\":{},\"frames\":{},\"skipped\":{},\
                  \"skipped_reading\":{},\"pending_bytes\":{},\"kernel_unsent_bytes\":{},\
-                 \"unread_bytes\":{},\"bytes_sent\":{}}}",
+                 \"unread_bytes\":{},\"reader_fps\":{:.1},\"bytes_sent\":{}}}",
                 if i == 0 { "" } else { "," },
                 c.addr,
                 now.duration_since(c.client.accepted).as_secs_f64(),
@@ -603,6 +603,7 @@ impl Viewers {
                 c.client.queued_bytes(),
                 unsent,
                 s.reader.unread,
+                s.reader.fps(),
                 c.client.bytes_sent,
             );
         }

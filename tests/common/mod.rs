@@ -216,7 +216,7 @@ pub fn json_number(json: &str, key: &str) -> f64 {
     let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {json}"));
     let rest = &json[at + key.len() + 3..];
     let end = rest.find([',', '}']).unwrap();
-    rest[..end].parse().unwrap()
+    rest[..end].trim().parse().unwrap()
 }
 
 pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
