@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod deadlines;
 pub mod frame;
+pub mod guard;
 pub mod http;
 pub mod input;
 pub mod offline;

@@ -46,6 +46,8 @@ const OFFLINE_AFTER: Duration = Duration::from_secs(2);
 /// The camera process and what decides its life.
 struct Exec {
     command: String,
+    /// The guard's, between SIGTERM and SIGKILL.
+    kill_timeout: Duration,
     process: Option<Process>,
     supervisor: Supervisor,
 }
@@ -135,7 +137,8 @@ impl InputDriver {
         max_frame_bytes: usize,
         now: Instant,
     ) -> InputDriver {
-        let exec = Exec { command, process: None, supervisor: Supervisor::new(timing, now) };
+        let supervisor = Supervisor::new(timing, now);
+        let exec = Exec { command, kill_timeout: timing.kill_timeout, process: None, supervisor };
         let feed = Feed::Exec(Box::new(exec));
         InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
             .with_notices(timing.source_timeout)
@@ -240,10 +243,7 @@ impl InputDriver {
     /// When the driver next needs a turn without an event: now, if a turn
     /// left bytes unread; a paced file's next frame; never once ended.
     pub fn deadline(&self, now: Instant) -> Option<Instant> {
-        if let (true, Feed::Exec(exec)) = (self.ended, &self.feed) {
-            // Stopping: the kill, should the camera outlast its SIGTERM.
-            exec.supervisor.deadline()
-        } else if self.ended {
+        if self.ended {
             None
         } else if self.pending {
             Some(now)
@@ -418,7 +418,7 @@ impl InputDriver {
             self.changed = true;
             match action {
                 Action::Spawn => {
-                    let started = Process::spawn(&exec.command)
+                    let started = Process::spawn(&exec.command, exec.kill_timeout)
                         .and_then(|p| register_pipes(p, registry, frames, errors));
                     match started {
                         Ok(process) => {
@@ -434,13 +434,12 @@ impl InputDriver {
                         }
                     }
                 }
-                Action::Term | Action::Kill => {
-                    let signal = if action == Action::Term { libc::SIGTERM } else { libc::SIGKILL };
+                Action::Stop => {
                     if let Some(process) = &exec.process {
-                        if action == Action::Term && !self.ended {
+                        if !self.ended {
                             crate::log!("camera: {}; stopping it", exec.supervisor.reason);
                         }
-                        process.signal(signal);
+                        process.stop();
                     }
                 }
             }
@@ -465,7 +464,7 @@ impl InputDriver {
                     }
                 },
                 // A connection stops at once: closed is as good as exited.
-                Action::Term | Action::Kill => {
+                Action::Stop => {
                     let reason = relay.supervisor.reason.clone();
                     relay.close(registry);
                     relay.supervisor.exited(&reason, now);
@@ -640,8 +639,7 @@ fn process(feed: &mut Feed) -> Option<&mut Process> {
 }
 
 /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
-/// A camera that cannot be registered is killed and reaped here: dropped
-/// after SIGKILL, that takes milliseconds of the loop, not the kill timeout.
+/// A camera that cannot be registered is dropped, which kills it at once.
 fn register_pipes(
     process: Process,
     registry: &Registry,
@@ -651,10 +649,7 @@ fn register_pipes(
     for (pipe, token) in [(&process.stdout, frames), (&process.stderr, errors)] {
         if let Some(pipe) = pipe {
             let fd = pipe.as_raw_fd();
-            if let Err(e) = registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
-                process.signal(libc::SIGKILL);
-                return Err(e);
-            }
+            registry.register(&mut SourceFd(&fd), token, Interest::READABLE)?;
         }
     }
     Ok(process)

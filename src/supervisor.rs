@@ -9,13 +9,17 @@ told meanwhile: pure code, no processes. [`crate::camera`] does what
    ▲               ▲  ▲                │  │                 │  │
    │ exited,       │  │ exited:        │  └── no frame for ─┘  │ exited
    │ unwanted      │  │ backoff        │      --source-timeout │ (a failure)
-   │               │  └────────────────┼───────────┐  Term    │
+   │               │  └────────────────┼───────────┐  Stop    │
    └─────────── Stopping ◀─────────────┴───────────┴──────────┘
-                  Kill after --kill-timeout      (or --linger after the last viewer)
+                                                 (or --linger after the last viewer)
 ```
 
+Stopping is asking: the camera's [guard](crate::guard) SIGTERMs its group
+and SIGKILLs it after `--kill-timeout`, and the supervisor waits for the
+exit; a relay's connection closes at once.
+
 When the server ends, [`Supervisor::shutdown`] stops the camera for good,
-by the same SIGTERM and SIGKILL, and no start follows.
+the same way, and no start follows.
 
 A start that fails, an exit and a stall each count as a failure; the wait
 before the next start grows with the run of failures (1 s five times, then
@@ -49,9 +53,8 @@ pub enum Phase {
     Starting { since: Instant },
     /// Frames are coming.
     Online,
-    /// Asked to stop at `since` (SIGTERM), for `cause`; SIGKILL once
-    /// `--kill-timeout` passes.
-    Stopping { since: Instant, killed: bool, cause: Cause },
+    /// Asked to stop, for `cause`; waiting for the exit.
+    Stopping { cause: Cause },
 }
 
 /// Why the camera is being stopped.
@@ -69,15 +72,14 @@ pub enum Cause {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Spawn,
-    /// SIGTERM to the camera's process group.
-    Term,
-    /// SIGKILL to the camera's process group.
-    Kill,
+    /// Stop the camera (its guard sees to the kill), close the relay.
+    Stop,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub source_timeout: Duration,
+    /// The guard's, between SIGTERM and SIGKILL.
     pub kill_timeout: Duration,
     /// `--on-demand`: stop this long after the last viewer leaves.
     pub linger: Option<Duration>,
@@ -166,19 +168,15 @@ impl Supervisor {
         }
     }
 
-    /// The server is ending: the camera is stopped (SIGTERM, then SIGKILL
-    /// after `--kill-timeout`, as [`Supervisor::poll`] says) and never
-    /// started again.
+    /// The server is ending: the camera is stopped and never started again.
     pub fn shutdown(&mut self) {
         self.ending = true;
         self.wanted = false;
         self.reason = "the server is ending".into();
         match self.phase {
             Phase::Idle | Phase::Waiting { .. } => self.phase = Phase::Idle,
-            // Already asked to stop: the kill follows as it would have.
-            Phase::Stopping { since, killed, .. } => {
-                self.phase = Phase::Stopping { since, killed, cause: Cause::Shutdown };
-            }
+            // Already asked to stop: it ends as it would have.
+            Phase::Stopping { .. } => self.phase = Phase::Stopping { cause: Cause::Shutdown },
             // Asked to stop at the next poll.
             Phase::Starting { .. } | Phase::Online => {}
         }
@@ -232,16 +230,10 @@ impl Supervisor {
             Phase::Online if self.last_frame.is_some_and(|t| now >= t + timeout) => {
                 self.stall(format!("no frame for {} s", timeout.as_secs()))
             }
-            Phase::Stopping { since, killed: false, cause }
-                if now >= since + self.timing.kill_timeout =>
-            {
-                self.phase = Phase::Stopping { since, killed: true, cause };
-                return Some(Action::Kill);
-            }
             _ => return None,
         };
-        self.phase = Phase::Stopping { since: now, killed: false, cause };
-        Some(Action::Term)
+        self.phase = Phase::Stopping { cause };
+        Some(Action::Stop)
     }
 
     fn stall(&mut self, reason: String) -> Cause {
@@ -264,8 +256,7 @@ impl Supervisor {
             Phase::Waiting { at } => self.wanted.then_some(at),
             Phase::Starting { since } => Some(since + timeout),
             Phase::Online => self.last_frame.map(|t| t + timeout),
-            Phase::Stopping { since, killed: false, .. } => Some(since + self.timing.kill_timeout),
-            Phase::Stopping { killed: true, .. } => None,
+            Phase::Stopping { .. } => None,
         };
         let linger =
             linger.filter(|_| matches!(self.phase, Phase::Starting { .. } | Phase::Online));
@@ -278,7 +269,7 @@ impl Supervisor {
         match self.phase {
             Phase::Idle => !self.ending,
             Phase::Starting { .. } | Phase::Waiting { .. } => self.failures == 0,
-            Phase::Stopping { cause, .. } => cause == Cause::Unwatched,
+            Phase::Stopping { cause } => cause == Cause::Unwatched,
             Phase::Online => false,
         }
     }
@@ -286,7 +277,7 @@ impl Supervisor {
     /// `starting`, `online`, `offline` or `stopped`.
     pub fn state(&self) -> &'static str {
         match self.phase {
-            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => {
+            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown } => {
                 "stopped"
             }
             Phase::Starting { .. } if self.failures == 0 => "starting",
@@ -308,8 +299,8 @@ impl Supervisor {
             }
             Phase::Starting { .. } => Some(Notice::Starting),
             Phase::Online => Notice::silence(self.last_frame?, now, offline_after),
-            Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => None,
-            Phase::Stopping { cause: Cause::Stall, .. } => {
+            Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown } => None,
+            Phase::Stopping { cause: Cause::Stall } => {
                 Some(Notice::Offline(format!("{}; restarting", self.reason)))
             }
             Phase::Waiting { at } => {
@@ -426,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stall_is_shown_early_then_stopped_killed_and_restarted() {
+    fn a_stall_is_shown_early_then_stopped_and_restarted() {
         let t = Instant::now();
         let mut s = Supervisor::new(timing(None), t);
         s.poll(t);
@@ -435,11 +426,10 @@ mod tests {
         let notice = s.notice(t + secs(2), secs(2));
         assert_eq!(notice, Some(Notice::Offline("no frame for 2 s".into())));
         assert_eq!(s.poll(t + secs(4)), None);
-        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Stop));
         assert_eq!(s.state(), "offline");
-        assert_eq!(s.deadline(), Some(t + secs(8)));
-        assert_eq!(s.poll(t + secs(8)), Some(Action::Kill));
-        assert_eq!(s.poll(t + secs(9)), None);
+        // The guard kills it if need be; the supervisor waits for the exit.
+        assert_eq!((s.deadline(), s.poll(t + secs(9))), (None, None));
         s.exited("was killed by signal 9", t + secs(9));
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(10) });
         let notice = s.notice(t + secs(9), secs(2));
@@ -447,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn at_shutdown_the_camera_is_stopped_killed_if_need_be_and_never_started_again() {
+    fn at_shutdown_the_camera_is_stopped_and_never_started_again() {
         let t = Instant::now();
         let mut s = Supervisor::new(timing(None), t);
         s.poll(t);
@@ -455,10 +445,8 @@ mod tests {
         s.frame(t);
         s.shutdown();
         assert!(!s.finished(), "the camera still runs");
-        assert_eq!(s.poll(t + secs(1)), Some(Action::Term));
-        assert_eq!(s.state(), "stopped");
-        assert_eq!(s.deadline(), Some(t + secs(4)));
-        assert_eq!(s.poll(t + secs(4)), Some(Action::Kill));
+        assert_eq!(s.poll(t + secs(1)), Some(Action::Stop));
+        assert_eq!((s.state(), s.deadline()), ("stopped", None));
         s.exited("camera was killed by signal 9", t + secs(4));
         assert!(s.finished());
         assert_eq!((s.poll(t + secs(100)), s.deadline()), (None, None));
@@ -477,7 +465,7 @@ mod tests {
         let mut s = Supervisor::new(timing(None), t);
         s.poll(t);
         s.spawned(t);
-        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Stop));
         assert!(s.reason.contains("no frame within 5 s"), "{}", s.reason);
     }
 
@@ -508,7 +496,7 @@ mod tests {
             assert_eq!(s.poll(t + secs(i)), None);
         }
         assert_eq!(s.deadline(), Some(t + secs(13)));
-        assert_eq!(s.poll(t + secs(13)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(13)), Some(Action::Stop));
         assert_eq!((s.state(), s.notice(t + secs(13), secs(2))), ("stopped", None));
         s.exited("was killed by signal 15", t + secs(14));
         assert_eq!((s.phase, s.failures), (Phase::Idle, 0));

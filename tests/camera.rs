@@ -1,4 +1,5 @@
-//! The camera as the server's child (`--exec`), on the real binary, with
+//! The camera as the server's child (`--exec`, under the guard the server
+//! runs it with), on the real binary, with
 //! tests/camera/fake_camera.py standing in for rpicam-vid: restarts, stalls,
 //! on-demand starts and stops, offline frames, and what is left once the
 //! server has gone.
@@ -91,6 +92,11 @@ fn descendants(root: u32) -> Vec<Proc> {
         }
     }
     found
+}
+
+/// The parent of process `pid`, while it lives.
+fn parent(pid: u32) -> Option<u32> {
+    processes().into_iter().find(|p| p.pid == pid).map(|p| p.ppid)
 }
 
 /// The processes of the groups `groups` that are still alive (not zombies).
@@ -620,7 +626,7 @@ fn opencv_reads_through_camera_restarts_without_an_error() {
 fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_ignoring_sigterm() {
     let _one = one_at_a_time();
     let camera = Camera::new("signals");
-    // With exec the camera is the server's child; with a shell around it
+    // With exec the camera is the guard's child; with a shell around it
     // (which stays, since more follows), the camera is a grandchild that
     // only a signal to the process group reaches. The shell notes its pid
     // first. The camera stalls after 3 frames: no failed write ends it.
@@ -650,9 +656,9 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         eprintln!("{name}: the server exited {:?} after the signal", asked.elapsed());
         assert!(status.success(), "{name}: exit status {status}: {log}");
         assert!(!log.contains("panicked"), "{name}: {log}");
-        // Its own child the server must have reaped. An orphaned grandchild
-        // ends once it next runs after its SIGKILL, and may wait as a zombie
-        // for init to reap.
+        // The guard reaps the shell, and the server the guard. Any other
+        // process ends once it next runs after its SIGKILL, and may wait as
+        // a zombie for its reaper.
         let ended = |s: &Option<char>| matches!(s, None | Some('Z'));
         let deadline = Instant::now() + STEP;
         let states = loop {
@@ -664,7 +670,7 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         };
         pids.iter().for_each(|&pid| camera.kill_if_ours(pid));
         assert!(states.iter().all(|(_, s)| ended(s)), "{name}: {states:?}");
-        assert_eq!(states[0].1, None, "{name}: the server's child is not reaped: {states:?}");
+        assert_eq!(states[0].1, None, "{name}: the camera's shell is not reaped: {states:?}");
     }
 }
 
@@ -696,6 +702,60 @@ fn a_second_signal_ends_the_server_at_once_and_kills_a_camera_that_ignores_sigte
     eprintln!("the server exited {:?} after the second signal", asked.elapsed());
     assert!(status.success(), "exit status {status}: {}", server.stderr.lock().unwrap());
     wait_until("nothing of the camera's group is left", || alive_in(&groups).is_empty());
+}
+
+#[test]
+fn a_sigkilled_server_leaves_nothing_of_the_camera_behind_nor_does_a_camera_that_exits() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("sigkill");
+    // A helper the shell leaves running, which writes nothing: once the
+    // server is gone, no failed write would end it. The first run exits
+    // after a few frames; the next runs for ever.
+    let exec = format!("sleep 300 & {}", camera.exec_first_then("--exit-after 5", ""));
+    let mut server = camera.server(&exec, &FAST);
+    camera.wait_for_starts(1);
+    let groups = |server: &Server| {
+        let mut groups: Vec<u32> = descendants(server.child.id()).iter().map(|p| p.pgrp).collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    };
+    let first = groups(&server);
+    assert!(!first.is_empty(), "no camera below the server");
+    camera.wait_for_starts(2);
+    wait_until("the first run's helper has gone with it", || alive_in(&first).is_empty());
+
+    let second = groups(&server);
+    let mut viewer = Watch::open(&server, &camera);
+    viewer.until("a camera frame", real);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(5);
+    let mut left = alive_in(&second);
+    while !left.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+        left = alive_in(&second);
+    }
+    // SAFETY: kill with pids of processes this test started, still alive.
+    left.iter().for_each(|p| unsafe {
+        libc::kill(p.pid as libc::pid_t, libc::SIGKILL);
+    });
+    assert!(left.is_empty(), "left running after the server's SIGKILL: {left:?}");
+    eprintln!("the camera was gone {:?} after the server's SIGKILL", killed.elapsed());
+}
+
+#[test]
+fn the_cameras_exit_status_and_last_stderr_line_are_told() {
+    let _one = one_at_a_time();
+    // The last line has no newline; the status is the shell's, through the guard.
+    let exec = "printf 'one\\ntwo' >&2; exit 3";
+    let server = Server::start_configured(&["--exec", exec], |c| {
+        c.stdin(Stdio::null());
+    });
+    let said = |what: &str| server.stderr.lock().unwrap().contains(what);
+    wait_until("the camera's status in the log", || said("camera: exited with status 3"));
+    assert!(said("camera: one\ncamera: two\n"), "{}", server.stderr.lock().unwrap());
 }
 
 // ------------------------------------------------ on demand
@@ -774,7 +834,8 @@ fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder
             let source = Source::of(&server);
             (source.string("state") == "starting").then_some(source)
         });
-        assert_eq!(starting.number("pid"), Some(camera.pids()[0] as f64), "{:?}", starting.0);
+        let guard = parent(camera.pids()[0]).map(f64::from);
+        assert_eq!(starting.number("pid"), guard, "{:?}", starting.0);
         snapshot.join().unwrap()
     });
     let waited = asked.elapsed();
@@ -858,7 +919,9 @@ fn stats_describe_the_camera_source() {
         (source.string("state") == "online").then_some(source)
     });
     assert_eq!(online.string("kind"), "exec");
-    assert_eq!(online.number("pid"), Some(camera.pids()[0] as f64), "{:?}", online.0);
+    // The pid is the camera's guard, which SIGTERM asks to restart it.
+    let guard = parent(camera.pids()[0]).map(f64::from);
+    assert_eq!(online.number("pid"), guard, "{:?}", online.0);
     assert_eq!(online.number("restarts"), Some(0.0));
     assert_eq!(online.raw("reason"), "null", "nothing is wrong while online");
     let age = online.number("last_frame_age_s").expect("an age once a frame came");
