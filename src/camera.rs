@@ -143,6 +143,34 @@ fn nonblocking(fd: OwnedFd) -> io::Result<File> {
     Ok(file)
 }
 
+/// Reaps every child that has ended, except `camera` (the guard's pid),
+/// whose status its [`Process`] takes. Only the init of a PID namespace (a
+/// container without one) needs this: the orphans of everything in it are
+/// given to it, and each would stay a zombie, holding a pid, for ever.
+pub fn reap_orphans(camera: Option<u32>) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is valid for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: waitid with a valid pointer; WNOWAIT only looks, so the
+        // camera's status is left for its Process.
+        if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } != 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        // SAFETY: waitid filled in a child's siginfo_t, or left it zero.
+        let pid = unsafe { info.si_pid() };
+        if pid == 0 || camera == Some(pid as u32) {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on a child that has ended and is no Process's.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
 /// An exit status in words: `exited with status 1`, `was killed by signal 9`.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {

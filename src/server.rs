@@ -11,6 +11,7 @@ the work; this file only moves events between them:
 - [`Deadlines`] says how long `poll` may sleep.
 */
 
+use crate::camera;
 use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Status};
@@ -101,6 +102,9 @@ pub struct Server {
     noticing: bool,
     /// systemd's notification socket, when run as a `Type=notify` service.
     notifier: Option<Notifier>,
+    /// PID 1 of its namespace (a container without an init): every orphan
+    /// in it is the server's to reap.
+    init: bool,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -171,6 +175,7 @@ impl Server {
             renderer: None,
             noticing: false,
             notifier: Notifier::from_env(),
+            init: std::process::id() == 1,
             signals: Signals::new(stop_signals().into_iter().chain([SIGCHLD]))?,
             config,
         };
@@ -429,6 +434,9 @@ impl Server {
                 });
                 if let Err(e) = reaped {
                     crate::log!("warning: {e}");
+                }
+                if self.init {
+                    camera::reap_orphans(self.input.pid());
                 }
                 continue;
             }

@@ -537,6 +537,14 @@ impl InputDriver {
         Ok(())
     }
 
+    /// The camera's pid (its guard's), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.feed {
+            Feed::Exec(exec) => exec.process.as_ref().map(Process::pid),
+            Feed::Input(_) | Feed::Relay(_) => None,
+        }
+    }
+
     /// The camera's stderr is readable: its lines go to ours.
     pub fn stderr_ready(&mut self) {
         if let Some(p) = process(&mut self.feed) {
@@ -603,10 +611,7 @@ impl InputDriver {
     /// The source, for `/stats`.
     pub fn describe(&self, now: Instant) -> Described<'_> {
         match &self.feed {
-            Feed::Exec(exec) => {
-                let pid = exec.process.as_ref().map(Process::pid);
-                self.supervised("exec", &exec.supervisor, pid)
-            }
+            Feed::Exec(exec) => self.supervised("exec", &exec.supervisor, self.pid()),
             Feed::Relay(relay) => self.supervised("relay", &relay.supervisor, None),
             Feed::Input(input) => Described {
                 kind: match input {

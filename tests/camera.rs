@@ -758,6 +758,62 @@ fn the_cameras_exit_status_and_last_stderr_line_are_told() {
     assert!(said("camera: one\ncamera: two\n"), "{}", server.stderr.lock().unwrap());
 }
 
+#[test]
+#[ignore = "needs root for a PID namespace (unshare, nsenter): run with --include-ignored, as .ci/run does"]
+fn as_pid_1_the_server_reaps_every_orphan_given_to_it() {
+    common::require("unshare");
+    common::require("nsenter");
+    assert!(common::is_root(), "a PID namespace needs root");
+    let _one = one_at_a_time();
+    let camera = Camera::new("pid-1");
+    // Each run leaves an orphan, which its guard adopts, and exits after a
+    // few frames, so that the camera restarts.
+    let exec = format!("(sleep 0.3 &); {} | cat", camera.run("--exit-after 5"));
+    let mut args = vec!["--exec", exec.as_str()];
+    args.extend(FAST);
+    // The server is the namespace's init; when the test's child dies, so
+    // does it, and the namespace with it.
+    let wrapper = ["unshare", "--pid", "--mount-proc", "--kill-child"];
+    let unshare = Server::start_under(&wrapper, &args, |c| {
+        c.stdin(Stdio::null());
+    });
+    let server = common::wait_for_value("the server under unshare", || {
+        processes().into_iter().find(|p| p.ppid == unshare.child.id()).map(|p| p.pid)
+    });
+    camera.wait_for_starts(3);
+
+    // A process joining the namespace from outside, as `docker exec` does:
+    // what it leaves behind is the namespace's init's to reap.
+    let target = server.to_string();
+    let joined = Command::new("nsenter")
+        .args(["--target", &target, "--pid", "sh", "-c", "sleep 1 & sleep 1 & sleep 1 & exit 0"])
+        .status()
+        .unwrap();
+    assert!(joined.success(), "nsenter: {joined}");
+    let orphans: Vec<u32> = common::wait_for_value("the orphans given to the server", || {
+        let adopted: Vec<u32> = processes()
+            .iter()
+            .filter(|p| p.ppid == server && p.state != 'Z')
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{}/comm", p.pid)).unwrap_or_default() == "sleep\n"
+            })
+            .map(|p| p.pid)
+            .collect();
+        (adopted.len() >= 3).then_some(adopted)
+    });
+    // A zombie is still in /proc: gone means reaped.
+    wait_until("the orphans are reaped", || {
+        orphans.iter().all(|&pid| process_state(pid).is_none())
+    });
+    let zombies =
+        |parent: u32| processes().iter().filter(|p| p.ppid == parent && p.state == 'Z').count();
+    assert_eq!(zombies(server), 0, "zombies of the server");
+    let guards: Vec<u32> = processes().iter().filter(|p| p.ppid == server).map(|p| p.pid).collect();
+    for guard in guards {
+        assert_eq!(zombies(guard), 0, "zombies of the guard {guard}");
+    }
+}
+
 // ------------------------------------------------ on demand
 
 #[test]
