@@ -8,7 +8,7 @@ so too if the server dies. Dropping a [`Process`] asks for the kill at once
 and waits for nothing: the server is going, and must not wait on a camera.
 */
 
-use crate::{guard, input};
+use crate::{guard, input, limits};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -38,13 +38,26 @@ impl Process {
     /// Starts `command` under `/bin/sh -c`, under a guard that kills it
     /// `kill_timeout` after a SIGTERM it outlasts.
     pub fn spawn(command: &str, kill_timeout: Duration) -> io::Result<Process> {
-        let mut child = guard::command(command, kill_timeout)
+        let mut guard = guard::command(command, kill_timeout);
+        guard
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group: a terminal's Ctrl-C is the server's to act on.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        if let Some(limit) = limits::started_with() {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+            // between fork and exec.
+            unsafe {
+                guard.pre_exec(move || {
+                    // The open-files limit the server was given, not the one
+                    // it raised for its clients.
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = guard.spawn()?;
         let stdout = child.stdout.take().map(|p| nonblocking(p.into()));
         let stderr = child.stderr.take().map(|p| nonblocking(p.into()));
         Ok(Process {

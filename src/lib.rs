@@ -15,6 +15,7 @@ pub mod frame;
 pub mod guard;
 pub mod http;
 pub mod input;
+pub mod limits;
 pub mod offline;
 pub mod pattern;
 pub mod relay;

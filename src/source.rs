@@ -428,9 +428,13 @@ impl InputDriver {
                             self.splitter.finish();
                         }
                         Err(e) => {
-                            exec.supervisor
-                                .spawn_failed(&format!("cannot start the camera: {e}"), now);
-                            crate::log!("camera: {}", exec.supervisor.reason);
+                            let reason = format!("cannot start the camera: {e}");
+                            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                                exec.supervisor.spawn_deferred(&reason, now);
+                            } else {
+                                exec.supervisor.spawn_failed(&reason, now);
+                            }
+                            crate::log!("camera: {reason}");
                         }
                     }
                 }

@@ -29,6 +29,11 @@ that cannot start is retried for ever, never in a busy loop.
 
 use std::time::{Duration, Instant};
 
+/// A start that failed for want of what the server shares with its
+/// clients (descriptors) is tried again this much later, without counting
+/// as the camera's failure: clients leaving is what makes room.
+const SHORT_OF_RESOURCES: Duration = Duration::from_secs(1);
+
 /// A camera that has sent frames this long is healthy again: the next
 /// failure is retried at once.
 const GOOD_RUN: Duration = Duration::from_secs(10);
@@ -151,6 +156,13 @@ impl Supervisor {
     pub fn spawn_failed(&mut self, reason: &str, now: Instant) {
         self.starts += 1;
         self.fail(reason.to_string(), now);
+    }
+
+    /// The source could not be started for want of descriptors, for
+    /// `reason`: no fault of its own, so no failure; tried again soon.
+    pub fn spawn_deferred(&mut self, reason: &str, now: Instant) {
+        self.reason = reason.to_string();
+        self.phase = Phase::Waiting { at: now + SHORT_OF_RESOURCES };
     }
 
     /// A frame came.
@@ -477,6 +489,23 @@ mod tests {
         s.spawn_failed("cannot start the camera: No such file", t);
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(1) });
         assert!(s.reason.starts_with("cannot start the camera"));
+    }
+
+    #[test]
+    fn a_start_short_of_descriptors_is_retried_soon_and_is_no_failure() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), t);
+        for i in 0..20 {
+            assert_eq!(s.poll(t + secs(i)), Some(Action::Spawn));
+            s.spawn_deferred("cannot start the camera: Too many open files", t + secs(i));
+            assert_eq!(s.phase, Phase::Waiting { at: t + secs(i + 1) });
+        }
+        assert_eq!((s.failures, s.restarts()), (0, 0));
+        // The first real failure after them waits as a first one does.
+        s.poll(t + secs(20));
+        s.spawned(t + secs(20));
+        s.exited("camera exited with status 1", t + secs(20));
+        assert_eq!(s.phase, Phase::Waiting { at: t + secs(21) });
     }
 
     #[test]

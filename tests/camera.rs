@@ -814,6 +814,65 @@ fn as_pid_1_the_server_reaps_every_orphan_given_to_it() {
     }
 }
 
+// ------------------------------------------------ descriptors
+
+/// A viewer's connection, its request sent.
+fn ask_for_the_stream(port: u16) -> TcpStream {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    write!(socket, "GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    socket
+}
+
+/// The status of the answer on `socket`: 200 or 503, or why there is none.
+fn status_of(socket: &TcpStream) -> Result<u16, String> {
+    let mut line = String::new();
+    BufReader::new(socket).read_line(&mut line).map_err(|e| e.to_string())?;
+    line.get(9..12).and_then(|code| code.parse().ok()).ok_or(format!("status line {line:?}"))
+}
+
+#[test]
+fn with_64_descriptors_80_viewers_are_all_answered_and_the_camera_still_restarts() {
+    use std::os::unix::process::CommandExt;
+    let _one = one_at_a_time();
+    const FILES: libc::rlim_t = 64;
+    const VIEWERS: usize = 80;
+    let camera = Camera::new("descriptors");
+    let exec = camera.exec("--fps 10 --exit-after 20");
+    // The viewers read nothing after the status line: they must hold their
+    // descriptors for the whole test, not be closed as stalled.
+    let args = ["--exec", &exec, "--source-timeout", "2", "--kill-timeout", "1"];
+    let args = [&args[..], &["--client-timeout", "60"]].concat();
+    let server = Server::start_configured(&args, |c| {
+        c.stdin(Stdio::null());
+        // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+        // between fork and exec. What `prlimit --nofile=64:64` does.
+        unsafe {
+            c.pre_exec(|| {
+                let limit = libc::rlimit { rlim_cur: FILES, rlim_max: FILES };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // All at once: each holds its connection while the others come.
+    let viewers: Vec<TcpStream> = (0..VIEWERS).map(|_| ask_for_the_stream(server.port)).collect();
+    let statuses: Vec<Result<u16, String>> = viewers.iter().map(status_of).collect();
+    let streams = statuses.iter().filter(|s| **s == Ok(200)).count();
+    let refused = statuses.iter().filter(|s| **s == Ok(503)).count();
+    eprintln!("of {VIEWERS} viewers under {FILES} descriptors: {streams} streams, {refused} 503s");
+    assert_eq!(streams + refused, VIEWERS, "{statuses:?}");
+    assert!(streams > 0, "no viewer got the stream");
+    // The camera exits every 2 s while they watch: it must come back.
+    let started = camera.pids().len();
+    camera.wait_for_starts(started + 2);
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("warning: --max-clients 1024 lowered to "), "{log}");
+}
+
 // ------------------------------------------------ on demand
 
 #[test]
