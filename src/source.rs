@@ -15,7 +15,7 @@ use crate::camera::{self, Process};
 use crate::input::{self, AtEnd, Input};
 use crate::relay::{Relay, Turn};
 use crate::splitter::{Counters, Splitter};
-use crate::supervisor::{Action, Notice, Supervisor, Timing};
+use crate::supervisor::{Action, Notice, Retry, Supervisor, Timing};
 use crate::upstream::Url;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -137,7 +137,7 @@ impl InputDriver {
         max_frame_bytes: usize,
         now: Instant,
     ) -> InputDriver {
-        let supervisor = Supervisor::new(timing, now);
+        let supervisor = Supervisor::new(timing, Retry::Backoff, now);
         let exec = Exec { command, kill_timeout: timing.kill_timeout, process: None, supervisor };
         let feed = Feed::Exec(Box::new(exec));
         InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
@@ -287,6 +287,9 @@ impl InputDriver {
             self.last_frame = Some(at);
             if let Some(supervisor) = self.feed.supervisor_mut() {
                 supervisor.frame(at);
+            }
+            if let Feed::Relay(relay) = &mut self.feed {
+                relay.streaming();
             }
         }
         if self.splitter.counters.oversize_frames > 0 && !self.warned_oversize {
@@ -463,7 +466,7 @@ impl InputDriver {
                         self.splitter.finish();
                     }
                     Err(reason) => {
-                        crate::log!("relay: {reason}");
+                        relay.tell(&reason);
                         relay.supervisor.spawn_failed(&reason, now);
                     }
                 },
@@ -503,7 +506,7 @@ impl InputDriver {
             crate::log!("warning: the upstream stopped in the middle of a frame; it was dropped");
         }
         if let Feed::Relay(relay) = &mut self.feed {
-            crate::log!("relay: {reason}");
+            relay.tell(reason);
             relay.supervisor.exited(reason, now);
         }
         self.pending = false;

@@ -21,10 +21,12 @@ exit; a relay's connection closes at once.
 When the server ends, [`Supervisor::shutdown`] stops the camera for good,
 the same way, and no start follows.
 
-A start that fails, an exit and a stall each count as a failure; the wait
-before the next start grows with the run of failures (1 s five times, then
-5 s five times, then 30 s), and a run of good frames resets it. So a camera
-that cannot start is retried for ever, never in a busy loop.
+A start that fails, an exit and a stall each count as a failure. What
+follows depends on the source ([`Retry`]): a camera waits longer as its
+failures run on (1 s five times, then 5 s five times, then 30 s), and a
+run of good frames resets it; a relay tries again every second or so, for
+a refused connect costs nothing and its upstream may be back any moment.
+Either is retried for ever, never in a busy loop.
 */
 
 use std::time::{Duration, Instant};
@@ -38,8 +40,28 @@ const SHORT_OF_RESOURCES: Duration = Duration::from_secs(1);
 /// failure is retried at once.
 const GOOD_RUN: Duration = Duration::from_secs(10);
 
-/// The wait before start number `failures + 1` after that many failures
-/// in a row: quick for a glitch, patient for a camera that is gone.
+/// A relay tries again this long after a failure, give or take
+/// [`RELAY_JITTER`]: back within two seconds of its upstream, however long
+/// that was gone.
+const RELAY_RETRY: Duration = Duration::from_secs(1);
+
+/// The spread of a relay's retries, as a fraction of [`RELAY_RETRY`]: a tree
+/// of relays whose upstream comes back must not reconnect in lockstep.
+const RELAY_JITTER: f64 = 0.2;
+
+/// How a source is started again after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A camera: [`backoff`]. A camera that keeps failing is likely broken
+    /// or gone, and each start may cost a driver's reset.
+    Backoff,
+    /// A relay: [`RELAY_RETRY`] with jitter, drawn from a generator seeded
+    /// with `seed` (any number; tests give their own).
+    Jittered { seed: u64 },
+}
+
+/// The wait before start number `failures + 1` of a camera after that many
+/// failures in a row: quick for a glitch, patient for a camera that is gone.
 pub fn backoff(failures: u32) -> Duration {
     match failures {
         0..=5 => Duration::from_secs(1),
@@ -92,6 +114,9 @@ pub struct Timing {
 
 pub struct Supervisor {
     timing: Timing,
+    retry: Retry,
+    /// The jitter's xorshift state (never 0).
+    jitter: u64,
     pub phase: Phase,
     wanted: bool,
     /// The server is ending: nothing starts again.
@@ -108,10 +133,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(timing: Timing, now: Instant) -> Supervisor {
+    pub fn new(timing: Timing, retry: Retry, now: Instant) -> Supervisor {
         let on_demand = timing.linger.is_some();
+        let seed = match retry {
+            Retry::Jittered { seed } => seed,
+            Retry::Backoff => 0,
+        };
         Supervisor {
             timing,
+            retry,
+            // xorshift stays at 0 for ever: any other number will do.
+            jitter: seed | 1,
             phase: if on_demand { Phase::Idle } else { Phase::Waiting { at: now } },
             wanted: !on_demand,
             ending: false,
@@ -203,17 +235,17 @@ impl Supervisor {
     pub fn exited(&mut self, reason: &str, now: Instant) {
         match self.phase {
             _ if self.ending => self.phase = Phase::Idle,
-            Phase::Stopping { cause: Cause::Unwatched, .. } if !self.wanted => {
+            Phase::Stopping { cause: Cause::Unwatched } if !self.wanted => {
                 self.phase = Phase::Idle;
                 self.reason = "nobody watching".into();
             }
             // Stopped for want of viewers, but one came back meanwhile.
-            Phase::Stopping { cause: Cause::Unwatched, .. } => {
+            Phase::Stopping { cause: Cause::Unwatched } => {
                 self.phase = Phase::Waiting { at: now };
             }
             // The stall was counted when it was found.
-            Phase::Stopping { cause: Cause::Stall, .. } => {
-                self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+            Phase::Stopping { cause: Cause::Stall } => {
+                self.phase = Phase::Waiting { at: now + self.retry_after() };
             }
             _ => self.fail(reason.to_string(), now),
         }
@@ -222,7 +254,23 @@ impl Supervisor {
     fn fail(&mut self, reason: String, now: Instant) {
         self.failures += 1;
         self.reason = reason;
-        self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+        self.phase = Phase::Waiting { at: now + self.retry_after() };
+    }
+
+    /// The wait before the next start, after the failures so far.
+    fn retry_after(&mut self) -> Duration {
+        match self.retry {
+            Retry::Backoff => backoff(self.failures),
+            Retry::Jittered { .. } => {
+                // xorshift64 (Marsaglia): enough to spread retries.
+                self.jitter ^= self.jitter << 13;
+                self.jitter ^= self.jitter >> 7;
+                self.jitter ^= self.jitter << 17;
+                // 53 random bits as a fraction in [0, 1), then [-1, 1).
+                let unit = (self.jitter >> 11) as f64 / (1u64 << 53) as f64;
+                RELAY_RETRY.mul_f64(1.0 + RELAY_JITTER * (2.0 * unit - 1.0))
+            }
+        }
     }
 
     /// What to do now, if anything.
@@ -355,7 +403,7 @@ mod tests {
     #[test]
     fn it_starts_at_once_and_goes_online_with_the_first_frame() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         assert_eq!(s.poll(t), Some(Action::Spawn));
         s.spawned(t);
         assert_eq!((s.state(), s.notice(t, secs(2))), ("starting", Some(Notice::Starting)));
@@ -370,7 +418,7 @@ mod tests {
     #[test]
     fn an_exit_is_retried_within_a_second_and_repeated_failures_slow_down() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         let mut now = t;
         let mut gaps = Vec::new();
         for _ in 0..12 {
@@ -392,10 +440,44 @@ mod tests {
         );
     }
 
+    /// The waits before each of `n` starts of a source that always fails.
+    fn waits(retry: Retry, n: usize) -> Vec<Duration> {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), retry, t);
+        let mut now = t;
+        (0..n)
+            .map(|_| {
+                assert_eq!(s.poll(now), Some(Action::Spawn));
+                s.spawn_failed("cannot connect to 127.0.0.1:8554: Connection refused", now);
+                let Phase::Waiting { at } = s.phase else { panic!("{:?}", s.phase) };
+                let wait = at - now;
+                now = at;
+                wait
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_camera_backs_off_and_a_relay_retries_every_second_or_so_for_ever() {
+        let camera = waits(Retry::Backoff, 12);
+        assert_eq!(camera, [1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 30, 30].map(secs));
+        // However long the upstream is gone, the next try is within 1.2 s.
+        let relay = waits(Retry::Jittered { seed: 7 }, 1000);
+        let (least, most) = (relay.iter().min().unwrap(), relay.iter().max().unwrap());
+        assert!(*least >= Duration::from_millis(800) && *most <= Duration::from_millis(1200));
+        // Spread over the whole window, not a few values.
+        assert!(*least < Duration::from_millis(820) && *most > Duration::from_millis(1180));
+        // The same seed, the same waits; another seed, others: two relays
+        // that lost the same upstream do not retry in lockstep.
+        assert_eq!(waits(Retry::Jittered { seed: 7 }, 1000), relay);
+        let other = waits(Retry::Jittered { seed: 8 }, 5);
+        assert_ne!(other, relay[..5]);
+    }
+
     #[test]
     fn a_restart_after_a_failure_shows_the_failure_not_a_start() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.exited("camera exited with status 1", t);
@@ -412,7 +494,7 @@ mod tests {
     #[test]
     fn a_run_of_good_frames_makes_the_next_restart_quick_again() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         for i in 0..8 {
             s.poll(t);
             s.spawned(t);
@@ -431,7 +513,7 @@ mod tests {
     #[test]
     fn a_stall_is_shown_early_then_stopped_and_restarted() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.frame(t);
@@ -451,7 +533,7 @@ mod tests {
     #[test]
     fn at_shutdown_the_camera_is_stopped_and_never_started_again() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.frame(t);
@@ -464,7 +546,7 @@ mod tests {
         assert_eq!((s.poll(t + secs(100)), s.deadline()), (None, None));
         // Down or idle when the server ends: finished at once, and a viewer
         // arriving meanwhile starts nothing.
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         s.shutdown();
         assert!(s.finished());
         s.want(true, t);
@@ -474,7 +556,7 @@ mod tests {
     #[test]
     fn a_camera_that_never_sends_a_frame_is_a_stall() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         assert_eq!(s.poll(t + secs(5)), Some(Action::Stop));
@@ -484,7 +566,7 @@ mod tests {
     #[test]
     fn a_start_that_fails_waits_like_an_exit() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawn_failed("cannot start the camera: No such file", t);
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(1) });
@@ -494,7 +576,7 @@ mod tests {
     #[test]
     fn a_start_short_of_descriptors_is_retried_soon_and_is_no_failure() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         for i in 0..20 {
             assert_eq!(s.poll(t + secs(i)), Some(Action::Spawn));
             s.spawn_deferred("cannot start the camera: Too many open files", t + secs(i));
@@ -511,7 +593,7 @@ mod tests {
     #[test]
     fn on_demand_it_runs_only_while_watched_and_lingers() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         assert_eq!((s.state(), s.poll(t), s.deadline()), ("stopped", None, None));
         assert_eq!(s.notice(t, secs(2)), None);
         s.want(true, t + secs(1));
@@ -537,7 +619,7 @@ mod tests {
     #[test]
     fn a_viewer_back_within_the_linger_keeps_the_camera() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         s.want(true, t);
         s.poll(t);
         s.spawned(t);
