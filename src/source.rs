@@ -15,7 +15,7 @@ use crate::camera::{self, Process};
 use crate::input::{self, AtEnd, Input};
 use crate::relay::{Relay, Turn};
 use crate::splitter::{Counters, Splitter};
-use crate::supervisor::{Action, Notice, Retry, Supervisor, Timing};
+use crate::supervisor::{Action, Cause, Notice, Phase, Retry, Supervisor, Timing};
 use crate::upstream::Url;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -472,10 +472,17 @@ impl InputDriver {
                 },
                 // A connection stops at once: closed is as good as exited.
                 Action::Stop => {
+                    let stalled = relay.supervisor.phase == Phase::Stopping { cause: Cause::Stall };
                     let reason = relay.supervisor.reason.clone();
                     relay.close(registry);
                     relay.supervisor.exited(&reason, now);
-                    crate::log!("relay: {reason}; disconnected");
+                    // An upstream that answers and sends nothing stalls
+                    // again every few seconds: a failure like the others.
+                    if stalled {
+                        relay.tell(&format!("{reason}; disconnected"));
+                    } else {
+                        crate::log!("relay: {reason}; disconnected");
+                    }
                 }
             }
         }
@@ -536,7 +543,7 @@ impl InputDriver {
         if !self.ended {
             let reason = &exec.supervisor.reason;
             match exec.supervisor.phase {
-                crate::supervisor::Phase::Idle => crate::log!("camera: stopped ({reason})"),
+                Phase::Idle => crate::log!("camera: stopped ({reason})"),
                 _ => crate::log!("camera: {}", camera::describe(status)),
             }
         }

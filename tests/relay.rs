@@ -246,6 +246,23 @@ fn after_a_long_outage_the_relay_is_back_within_moments_of_its_upstream() {
 }
 
 #[test]
+fn an_upstream_that_answers_nothing_is_retried_and_said_once() {
+    // Connections complete in its backlog; nothing ever answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let server = relay(port, &["--source-timeout", "1"]);
+    common::wait_until("the relay has given up on three connections", || {
+        json_number(&server.stats(), "restarts") >= 3.0
+    });
+    common::wait_until("the relay says why", || {
+        server.stderr.lock().unwrap().contains("no frame within 1 s of the start; disconnected")
+    });
+    let log = server.stderr.lock().unwrap().clone();
+    assert_eq!(log.matches("; disconnected").count(), 1, "{log}");
+    drop(silent);
+}
+
+#[test]
 #[ignore = "needs Flask (pip): run with --include-ignored, as .ci/run does"]
 fn the_flask_pattern_that_tutorials_teach_is_relayed() {
     let ok = Command::new("python3").args(["-c", "import flask"]).status().unwrap().success();
