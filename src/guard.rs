@@ -89,7 +89,24 @@ pub fn run(args: &[OsString]) -> ! {
     }
     // The shell's signal mask is emptied by Command, so the camera gets
     // the signals the guard waits for.
-    let shell = match Command::new("/bin/sh").arg("-c").arg(command).process_group(0).spawn() {
+    let mut shell = Command::new("/bin/sh");
+    shell.arg("-c").arg(command).process_group(0);
+    // SAFETY: getpid has no preconditions.
+    let guard = unsafe { libc::getpid() };
+    // SAFETY: prctl and getppid are async-signal-safe, and nothing else
+    // runs between fork and exec.
+    unsafe {
+        shell.pre_exec(move || {
+            // Should the guard itself be SIGKILLed, the shell (with `exec`,
+            // the camera) goes too, for the server to start another.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != guard {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let shell = match shell.spawn() {
         Ok(child) => child.id() as libc::pid_t,
         Err(e) => {
             say(format_args!("cannot start /bin/sh: {e}"));

@@ -746,6 +746,26 @@ fn a_sigkilled_server_leaves_nothing_of_the_camera_behind_nor_does_a_camera_that
 }
 
 #[test]
+fn a_sigkilled_guard_takes_its_camera_with_it_and_the_camera_is_started_again() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("guard-killed");
+    // A camera that writes nothing and heeds nothing but a failed write:
+    // the closing of its pipes does not end it.
+    let exec = camera.exec("--ignore-term --stall-after 0");
+    let server = camera.server(&exec, &["--source-timeout", "60"]);
+    camera.wait_for_starts(1);
+    let first = camera.pids()[0];
+    let guard = parent(first).expect("the camera's guard");
+    // SAFETY: kill with the pid of the guard the test's server started.
+    assert_eq!(unsafe { libc::kill(guard as libc::pid_t, libc::SIGKILL) }, 0);
+    wait_until("the camera has gone with its guard", || {
+        matches!(process_state(first), None | Some('Z'))
+    });
+    camera.wait_for_starts(2);
+    drop(server);
+}
+
+#[test]
 fn the_cameras_exit_status_and_last_stderr_line_are_told() {
     let _one = one_at_a_time();
     // The last line has no newline; the status is the shell's, through the guard.
