@@ -1,19 +1,20 @@
 /*!
-The camera process: `/bin/sh -c CMD` in a process group of its own, its
+The camera process: `/bin/sh -c CMD` under its [guard](crate::guard), its
 stdout a non-blocking pipe of frames, its stderr copied line by line to
-ours. It is stopped by signalling the whole group, when and how the
-[`Supervisor`](crate::supervisor::Supervisor) says, and always reaped.
-Dropping a [`Process`] kills the group at once and waits for nothing: the
-server is going, and the loop must not wait on a camera. The kernel kills
-the shell if the server dies without that (`PR_SET_PDEATHSIG`).
+ours. The server's child is the guard: the server asks it to stop the
+camera when the [`Supervisor`](crate::supervisor::Supervisor) says, and
+reaps it; the guard stops, kills and reaps the camera's processes, and does
+so too if the server dies. Dropping a [`Process`] asks for the kill at once
+and waits for nothing: the server is going, and must not wait on a camera.
 */
 
-use crate::input;
+use crate::{guard, input, limits};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
 
 /// A camera's stderr line longer than this is cut: a program writing
 /// without newlines must not grow our memory.
@@ -23,6 +24,7 @@ const MAX_LINE: usize = 1024;
 const STDERR_PER_EVENT: usize = 64 * 1024;
 
 pub struct Process {
+    /// The guard.
     child: Child,
     /// Frames; None once it has ended.
     pub stdout: Option<File>,
@@ -33,33 +35,29 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `command` under `/bin/sh -c`.
-    pub fn spawn(command: &str) -> io::Result<Process> {
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(command)
+    /// Starts `command` under `/bin/sh -c`, under a guard that kills it
+    /// `kill_timeout` after a SIGTERM it outlasts.
+    pub fn spawn(command: &str, kill_timeout: Duration) -> io::Result<Process> {
+        let mut guard = guard::command(command, kill_timeout);
+        guard
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own group: a stop reaches whatever the shell started.
+            // Its own group: a terminal's Ctrl-C is the server's to act on.
             .process_group(0);
-        // SAFETY: between fork and exec only async-signal-safe calls.
-        unsafe {
-            cmd.pre_exec(move || {
-                // The backstop: die with the server, even if it is killed.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The server may have died before the line above.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
+        if let Some(limit) = limits::started_with() {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+            // between fork and exec.
+            unsafe {
+                guard.pre_exec(move || {
+                    // The open-files limit the server was given, not the one
+                    // it raised for its clients.
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                    Ok(())
+                });
+            }
         }
-        let mut child = cmd.spawn()?;
+        let mut child = guard.spawn()?;
         let stdout = child.stdout.take().map(|p| nonblocking(p.into()));
         let stderr = child.stderr.take().map(|p| nonblocking(p.into()));
         Ok(Process {
@@ -71,25 +69,37 @@ impl Process {
         })
     }
 
+    /// The guard's pid: SIGTERM to it stops the camera.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Sends `signal` to the camera's whole process group.
-    pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill on the group this process leads; ESRCH once all are gone.
-        unsafe { libc::kill(-(self.child.id() as libc::pid_t), signal) };
+    /// Asks the guard to stop the camera: SIGTERM to its group, SIGKILL
+    /// after the kill timeout.
+    pub fn stop(&self) {
+        self.tell(guard::STOP);
     }
 
-    /// The exit status, once the camera has ended (reaped then).
+    /// Asks the guard to kill the camera's group now.
+    pub fn stop_now(&self) {
+        self.tell(guard::STOP_NOW);
+    }
+
+    fn tell(&self, signal: libc::c_int) {
+        if !self.reaped {
+            // SAFETY: kill on our own child, unreaped, so its pid is its own.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        }
+    }
+
+    /// The exit status, once the camera has ended (reaped then): the
+    /// shell's, as the guard passes it on, once nothing of the camera runs.
     pub fn try_reap(&mut self) -> Option<ExitStatus> {
         if self.reaped {
             return None;
         }
         let status = self.child.try_wait().ok().flatten()?;
         self.reaped = true;
-        // Whatever the shell left behind in its group goes with it.
-        self.signal(libc::SIGKILL);
         Some(status)
     }
 
@@ -124,12 +134,10 @@ impl Process {
 
 impl Drop for Process {
     /// The server is going without waiting for the camera to stop (a
-    /// second signal, an error): the whole group is killed now. It is not
+    /// second signal, an error): the guard kills it now. The guard is not
     /// waited for; whoever adopts it reaps it.
     fn drop(&mut self) {
-        if !self.reaped {
-            self.signal(libc::SIGKILL);
-        }
+        self.stop_now();
     }
 }
 
@@ -148,6 +156,34 @@ fn nonblocking(fd: OwnedFd) -> io::Result<File> {
     Ok(file)
 }
 
+/// Reaps every child that has ended, except `camera` (the guard's pid),
+/// whose status its [`Process`] takes. Only the init of a PID namespace (a
+/// container without one) needs this: the orphans of everything in it are
+/// given to it, and each would stay a zombie, holding a pid, for ever.
+pub fn reap_orphans(camera: Option<u32>) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is valid for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: waitid with a valid pointer; WNOWAIT only looks, so the
+        // camera's status is left for its Process.
+        if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } != 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        // SAFETY: waitid filled in a child's siginfo_t, or left it zero.
+        let pid = unsafe { info.si_pid() };
+        if pid == 0 || camera == Some(pid as u32) {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on a child that has ended and is no Process's.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
 /// An exit status in words: `exited with status 1`, `was killed by signal 9`.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -160,86 +196,22 @@ pub fn describe(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::thread;
-    use std::time::{Duration, Instant};
 
-    fn wait_reaped(p: &mut Process) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = p.try_reap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the camera did not end");
-            thread::sleep(Duration::from_millis(5));
-        }
+    // Spawning needs the server's binary, which runs the guard: the
+    // process itself is tested in tests/camera.rs.
+
+    #[test]
+    fn a_status_is_told_in_words() {
+        assert_eq!(describe(ExitStatus::from_raw(3 << 8)), "exited with status 3");
+        assert_eq!(describe(ExitStatus::from_raw(libc::SIGKILL)), "was killed by signal 9");
     }
 
     #[test]
-    fn stdout_and_stderr_lines_come_through_and_the_status_is_told() {
-        let mut p = Process::spawn("printf 'one\\ntwo' >&2; printf frames; exit 3").unwrap();
-        let status = wait_reaped(&mut p);
-        assert_eq!(describe(status), "exited with status 3");
-        // Non-blocking, and another test's child may hold the pipe's write
-        // end for a moment between its fork and its exec: read to the end.
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match p.stdout.as_mut().unwrap().read_to_end(&mut out) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "the camera's stdout never ended");
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("reading the camera's stdout: {e}"),
-            }
-        }
-        assert_eq!(out, b"frames");
+    fn a_line_is_handed_on_without_its_carriage_return_and_empty_ones_are_not() {
         let mut lines = Vec::new();
-        while p.read_stderr(&mut |l| lines.push(l.to_string())) {}
-        assert_eq!(lines, ["one", "two"]);
-    }
-
-    /// Processes of process group `pgid` that are not zombies.
-    fn live_members(pgid: i32) -> usize {
-        let stats = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok());
-        stats
-            .filter(|stat| {
-                // After the command's closing parenthesis: state, ppid, pgrp.
-                let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-            })
-            .count()
-    }
-
-    #[test]
-    fn dropping_kills_the_whole_group_at_once_even_past_an_ignored_sigterm() {
-        let command = "trap '' TERM; sleep 30 & echo ready; sleep 30";
-        let mut p = Process::spawn(command).unwrap();
-        let pgid = p.pid() as i32;
-        // Once it says so, its SIGTERM is ignored.
-        let mut ready = String::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.contains("ready") {
-            assert!(Instant::now() < deadline, "the camera never became ready");
-            let _ = p.stdout.as_mut().unwrap().read_to_string(&mut ready);
-            thread::sleep(Duration::from_millis(5));
+        for text in [&b"exposure 1/120\r"[..], b"", b"\r"] {
+            flush_line(&mut text.to_vec(), &mut |l| lines.push(l.to_string()));
         }
-        p.signal(libc::SIGTERM);
-        drop(p);
-        // SIGKILL is delivered, not done: a member ends once it next runs.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while live_members(pgid) > 0 {
-            assert!(Instant::now() < deadline, "a member of the camera's group survived");
-            thread::sleep(Duration::from_millis(5));
-        }
-        // Dropping waited for nothing: the shell is still ours to reap.
-        let mut status = 0;
-        // SAFETY: waitpid on our own child, which nothing else reaps.
-        assert_eq!(unsafe { libc::waitpid(pgid, &mut status, 0) }, pgid);
-        assert_eq!(describe(ExitStatus::from_raw(status)), "was killed by signal 9");
+        assert_eq!(lines, ["exposure 1/120"]);
     }
 }

@@ -160,6 +160,9 @@ pub struct Config {
     pub bind: Option<IpAddr>,
     pub port: u16,
     pub max_clients: usize,
+    /// Connections the open-files limit leaves room for, closing ones
+    /// included (set at start, from [`crate::limits::raise`]).
+    pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub stats_every: Option<Duration>,
     pub source: Source,
@@ -254,6 +257,7 @@ impl Args {
             bind: self.bind,
             port: self.port,
             max_clients: self.max_clients,
+            max_connections: usize::MAX,
             max_frame_bytes: self.max_frame_bytes,
             stats_every: self.stats.map(Duration::from_secs),
             source,

@@ -2,7 +2,7 @@ use argh::FromArgs;
 use raspivid_mjpeg_server::cli::{self, Args};
 use raspivid_mjpeg_server::source::InputDriver;
 use raspivid_mjpeg_server::supervisor::Timing;
-use raspivid_mjpeg_server::{input, log, server, systemd};
+use raspivid_mjpeg_server::{guard, input, limits, log, server, systemd};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    // The camera's guard is this binary again, and must begin before any
+    // thread (the log's) does.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|flag| flag == guard::FLAG) {
+        guard::run(&args[2..]);
+    }
     log::start();
     let code = run_main();
     log::flush(FINAL_FLUSH);
@@ -59,7 +65,17 @@ fn run_main() -> ExitCode {
     }
 }
 
-fn run(config: cli::Config) -> std::io::Result<()> {
+fn run(mut config: cli::Config) -> std::io::Result<()> {
+    let room = limits::raise();
+    if config.max_clients > room {
+        log!(
+            "warning: --max-clients {} lowered to {room}, all the open-files limit leaves for \
+             clients (raise it with ulimit -n or LimitNOFILE=)",
+            config.max_clients
+        );
+        config.max_clients = room;
+    }
+    config.max_connections = room;
     // Under systemd's socket activation the listener is passed in.
     let (listener, addr) = match systemd::listen_fd()? {
         Some(listener) => {

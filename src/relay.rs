@@ -10,7 +10,7 @@ camera process.
 */
 
 use crate::source::INPUT_READS;
-use crate::supervisor::{Supervisor, Timing};
+use crate::supervisor::{Retry, Supervisor, Timing};
 use crate::upstream::{Response, Url};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -42,6 +42,17 @@ pub struct Relay {
     pub supervisor: Supervisor,
     conn: Option<Conn>,
     resolving: Option<Receiver<io::Result<Vec<SocketAddr>>>>,
+    /// The failure last logged, until frames come again.
+    told: Option<String>,
+}
+
+/// A seed for the retries' jitter that differs between relays started
+/// together on one machine (the pid) and on several (the clock's nanoseconds).
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    u64::from(std::process::id()) << 32 ^ nanos
 }
 
 /// What a turn of the connection did.
@@ -54,7 +65,24 @@ pub enum Turn {
 
 impl Relay {
     pub fn new(url: Url, timing: Timing, now: Instant) -> Relay {
-        Relay { url, supervisor: Supervisor::new(timing, now), conn: None, resolving: None }
+        let supervisor = Supervisor::new(timing, Retry::Jittered { seed: seed() }, now);
+        Relay { url, supervisor, conn: None, resolving: None, told: None }
+    }
+
+    /// Logs a failure, unless it is the one logged last: an upstream gone
+    /// for a day, tried every second, must not write a line a second.
+    pub fn tell(&mut self, failure: &str) {
+        if self.told.as_deref() != Some(failure) {
+            crate::log!("relay: {failure} (trying every second; said again if it changes)");
+            self.told = Some(failure.to_string());
+        }
+    }
+
+    /// Frames came: the end of the failures is told, once.
+    pub fn streaming(&mut self) {
+        if self.told.take().is_some() {
+            crate::log!("relay: streaming from {} again", self.url.shown());
+        }
     }
 
     /// Starts connecting: at once to an address, after resolving a name.

@@ -11,6 +11,7 @@ the work; this file only moves events between them:
 - [`Deadlines`] says how long `poll` may sleep.
 */
 
+use crate::camera;
 use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Status};
@@ -25,6 +26,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +103,13 @@ pub struct Server {
     noticing: bool,
     /// systemd's notification socket, when run as a `Type=notify` service.
     notifier: Option<Notifier>,
+    /// PID 1 of its namespace (a container without an init): every orphan
+    /// in it is the server's to reap.
+    init: bool,
+    /// A descriptor held for when accept runs out of them: closed, it makes
+    /// room to take one connection and answer it 503, so that none waits
+    /// unanswered.
+    spare: Option<File>,
 }
 
 /// Binds the listening socket: by default one IPv6 socket that takes IPv4 too.
@@ -172,6 +181,8 @@ impl Server {
             renderer: None,
             noticing: false,
             notifier: Notifier::from_env(),
+            init: std::process::id() == 1,
+            spare: File::open("/dev/null").ok(),
             signals: Signals::new(stop_signals().into_iter().chain([SIGCHLD]))?,
             config,
         };
@@ -343,6 +354,7 @@ impl Server {
             match self.listener.accept() {
                 Ok((socket, addr)) => self.admit(socket, addr, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if out_of_resources(&e) && self.refuse_with_spare() => {}
                 Err(e) if out_of_resources(&e) => {
                     if self.stats.accept_pauses == 0 {
                         crate::log!(
@@ -363,19 +375,42 @@ impl Server {
         self.deadlines.set(Timer::Accept, Some(now));
     }
 
-    fn admit(&mut self, mut socket: TcpStream, addr: SocketAddr, now: Instant) {
-        if self.viewers.full() {
-            self.stats.clients_refused += 1;
-            // Best effort: a fresh socket has room for these few bytes.
-            let extra = self.viewers.extra_headers();
-            let _ = socket.write(&http::error_response(Status::Unavailable, extra, false));
-            // Take in the request if it is there: closing with it unread
-            // would send a reset, which can destroy the answer unread.
-            let _ = socket.read(&mut [0; 4096]);
-            return;
+    fn admit(&mut self, socket: TcpStream, addr: SocketAddr, now: Instant) {
+        // Clients that only wait for the peer's close are no clients to
+        // `full`, but they hold a descriptor each.
+        if self.viewers.full() || self.viewers.len() >= self.config.max_connections {
+            return self.refuse(socket);
         }
         self.stats.clients_total += 1;
         self.viewers.insert(socket, addr, now, self.poll.registry());
+    }
+
+    /// Answers 503 and closes.
+    fn refuse(&mut self, mut socket: TcpStream) {
+        self.stats.clients_refused += 1;
+        // Best effort: a fresh socket has room for these few bytes.
+        let extra = self.viewers.extra_headers();
+        let _ = socket.write(&http::error_response(Status::Unavailable, extra, false));
+        // Take in the request if it is there: closing with it unread
+        // would send a reset, which can destroy the answer unread.
+        let _ = socket.read(&mut [0; 4096]);
+    }
+
+    /// Out of descriptors: answers one waiting connection 503 with the
+    /// spare descriptor's room. False if there is no spare, or no room.
+    fn refuse_with_spare(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let refused = match self.listener.accept() {
+            Ok((socket, _)) => {
+                self.refuse(socket);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        refused
     }
 
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
@@ -431,6 +466,9 @@ impl Server {
                 });
                 if let Err(e) = reaped {
                     crate::log!("warning: {e}");
+                }
+                if self.init {
+                    camera::reap_orphans(self.input.pid());
                 }
                 continue;
             }

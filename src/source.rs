@@ -15,7 +15,7 @@ use crate::camera::{self, Process};
 use crate::input::{self, AtEnd, Input};
 use crate::relay::{Relay, Turn};
 use crate::splitter::{Counters, Splitter};
-use crate::supervisor::{Action, Notice, Supervisor, Timing};
+use crate::supervisor::{Action, Cause, Notice, Phase, Retry, Supervisor, Timing};
 use crate::upstream::Url;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -46,6 +46,8 @@ const OFFLINE_AFTER: Duration = Duration::from_secs(2);
 /// The camera process and what decides its life.
 struct Exec {
     command: String,
+    /// The guard's, between SIGTERM and SIGKILL.
+    kill_timeout: Duration,
     process: Option<Process>,
     supervisor: Supervisor,
 }
@@ -135,7 +137,8 @@ impl InputDriver {
         max_frame_bytes: usize,
         now: Instant,
     ) -> InputDriver {
-        let exec = Exec { command, process: None, supervisor: Supervisor::new(timing, now) };
+        let supervisor = Supervisor::new(timing, Retry::Backoff, now);
+        let exec = Exec { command, kill_timeout: timing.kill_timeout, process: None, supervisor };
         let feed = Feed::Exec(Box::new(exec));
         InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
             .with_notices(timing.source_timeout)
@@ -240,10 +243,7 @@ impl InputDriver {
     /// When the driver next needs a turn without an event: now, if a turn
     /// left bytes unread; a paced file's next frame; never once ended.
     pub fn deadline(&self, now: Instant) -> Option<Instant> {
-        if let (true, Feed::Exec(exec)) = (self.ended, &self.feed) {
-            // Stopping: the kill, should the camera outlast its SIGTERM.
-            exec.supervisor.deadline()
-        } else if self.ended {
+        if self.ended {
             None
         } else if self.pending {
             Some(now)
@@ -287,6 +287,9 @@ impl InputDriver {
             self.last_frame = Some(at);
             if let Some(supervisor) = self.feed.supervisor_mut() {
                 supervisor.frame(at);
+            }
+            if let Feed::Relay(relay) = &mut self.feed {
+                relay.streaming();
             }
         }
         if self.splitter.counters.oversize_frames > 0 && !self.warned_oversize {
@@ -418,7 +421,7 @@ impl InputDriver {
             self.changed = true;
             match action {
                 Action::Spawn => {
-                    let started = Process::spawn(&exec.command)
+                    let started = Process::spawn(&exec.command, exec.kill_timeout)
                         .and_then(|p| register_pipes(p, registry, frames, errors));
                     match started {
                         Ok(process) => {
@@ -428,19 +431,22 @@ impl InputDriver {
                             self.splitter.finish();
                         }
                         Err(e) => {
-                            exec.supervisor
-                                .spawn_failed(&format!("cannot start the camera: {e}"), now);
-                            crate::log!("camera: {}", exec.supervisor.reason);
+                            let reason = format!("cannot start the camera: {e}");
+                            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                                exec.supervisor.spawn_deferred(&reason, now);
+                            } else {
+                                exec.supervisor.spawn_failed(&reason, now);
+                            }
+                            crate::log!("camera: {reason}");
                         }
                     }
                 }
-                Action::Term | Action::Kill => {
-                    let signal = if action == Action::Term { libc::SIGTERM } else { libc::SIGKILL };
+                Action::Stop => {
                     if let Some(process) = &exec.process {
-                        if action == Action::Term && !self.ended {
+                        if !self.ended {
                             crate::log!("camera: {}; stopping it", exec.supervisor.reason);
                         }
-                        process.signal(signal);
+                        process.stop();
                     }
                 }
             }
@@ -460,16 +466,23 @@ impl InputDriver {
                         self.splitter.finish();
                     }
                     Err(reason) => {
-                        crate::log!("relay: {reason}");
+                        relay.tell(&reason);
                         relay.supervisor.spawn_failed(&reason, now);
                     }
                 },
                 // A connection stops at once: closed is as good as exited.
-                Action::Term | Action::Kill => {
+                Action::Stop => {
+                    let stalled = relay.supervisor.phase == Phase::Stopping { cause: Cause::Stall };
                     let reason = relay.supervisor.reason.clone();
                     relay.close(registry);
                     relay.supervisor.exited(&reason, now);
-                    crate::log!("relay: {reason}; disconnected");
+                    // An upstream that answers and sends nothing stalls
+                    // again every few seconds: a failure like the others.
+                    if stalled {
+                        relay.tell(&format!("{reason}; disconnected"));
+                    } else {
+                        crate::log!("relay: {reason}; disconnected");
+                    }
                 }
             }
         }
@@ -500,7 +513,7 @@ impl InputDriver {
             crate::log!("warning: the upstream stopped in the middle of a frame; it was dropped");
         }
         if let Feed::Relay(relay) = &mut self.feed {
-            crate::log!("relay: {reason}");
+            relay.tell(reason);
             relay.supervisor.exited(reason, now);
         }
         self.pending = false;
@@ -530,12 +543,20 @@ impl InputDriver {
         if !self.ended {
             let reason = &exec.supervisor.reason;
             match exec.supervisor.phase {
-                crate::supervisor::Phase::Idle => crate::log!("camera: stopped ({reason})"),
+                Phase::Idle => crate::log!("camera: stopped ({reason})"),
                 _ => crate::log!("camera: {}", camera::describe(status)),
             }
         }
         self.changed = true;
         Ok(())
+    }
+
+    /// The camera's pid (its guard's), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.feed {
+            Feed::Exec(exec) => exec.process.as_ref().map(Process::pid),
+            Feed::Input(_) | Feed::Relay(_) => None,
+        }
     }
 
     /// The camera's stderr is readable: its lines go to ours.
@@ -604,10 +625,7 @@ impl InputDriver {
     /// The source, for `/stats`.
     pub fn describe(&self, now: Instant) -> Described<'_> {
         match &self.feed {
-            Feed::Exec(exec) => {
-                let pid = exec.process.as_ref().map(Process::pid);
-                self.supervised("exec", &exec.supervisor, pid)
-            }
+            Feed::Exec(exec) => self.supervised("exec", &exec.supervisor, self.pid()),
             Feed::Relay(relay) => self.supervised("relay", &relay.supervisor, None),
             Feed::Input(input) => Described {
                 kind: match input {
@@ -640,8 +658,7 @@ fn process(feed: &mut Feed) -> Option<&mut Process> {
 }
 
 /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
-/// A camera that cannot be registered is killed and reaped here: dropped
-/// after SIGKILL, that takes milliseconds of the loop, not the kill timeout.
+/// A camera that cannot be registered is dropped, which kills it at once.
 fn register_pipes(
     process: Process,
     registry: &Registry,
@@ -651,10 +668,7 @@ fn register_pipes(
     for (pipe, token) in [(&process.stdout, frames), (&process.stderr, errors)] {
         if let Some(pipe) = pipe {
             let fd = pipe.as_raw_fd();
-            if let Err(e) = registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
-                process.signal(libc::SIGKILL);
-                return Err(e);
-            }
+            registry.register(&mut SourceFd(&fd), token, Interest::READABLE)?;
         }
     }
     Ok(process)

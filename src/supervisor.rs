@@ -9,28 +9,59 @@ told meanwhile: pure code, no processes. [`crate::camera`] does what
    ▲               ▲  ▲                │  │                 │  │
    │ exited,       │  │ exited:        │  └── no frame for ─┘  │ exited
    │ unwanted      │  │ backoff        │      --source-timeout │ (a failure)
-   │               │  └────────────────┼───────────┐  Term    │
+   │               │  └────────────────┼───────────┐  Stop    │
    └─────────── Stopping ◀─────────────┴───────────┴──────────┘
-                  Kill after --kill-timeout      (or --linger after the last viewer)
+                                                 (or --linger after the last viewer)
 ```
 
-When the server ends, [`Supervisor::shutdown`] stops the camera for good,
-by the same SIGTERM and SIGKILL, and no start follows.
+Stopping is asking: the camera's [guard](crate::guard) SIGTERMs its group
+and SIGKILLs it after `--kill-timeout`, and the supervisor waits for the
+exit; a relay's connection closes at once.
 
-A start that fails, an exit and a stall each count as a failure; the wait
-before the next start grows with the run of failures (1 s five times, then
-5 s five times, then 30 s), and a run of good frames resets it. So a camera
-that cannot start is retried for ever, never in a busy loop.
+When the server ends, [`Supervisor::shutdown`] stops the camera for good,
+the same way, and no start follows.
+
+A start that fails, an exit and a stall each count as a failure. What
+follows depends on the source ([`Retry`]): a camera waits longer as its
+failures run on (1 s five times, then 5 s five times, then 30 s), and a
+run of good frames resets it; a relay tries again every second or so, for
+a refused connect costs nothing and its upstream may be back any moment.
+Either is retried for ever, never in a busy loop.
 */
 
 use std::time::{Duration, Instant};
+
+/// A start that failed for want of what the server shares with its
+/// clients (descriptors) is tried again this much later, without counting
+/// as the camera's failure: clients leaving is what makes room.
+const SHORT_OF_RESOURCES: Duration = Duration::from_secs(1);
 
 /// A camera that has sent frames this long is healthy again: the next
 /// failure is retried at once.
 const GOOD_RUN: Duration = Duration::from_secs(10);
 
-/// The wait before start number `failures + 1` after that many failures
-/// in a row: quick for a glitch, patient for a camera that is gone.
+/// A relay tries again this long after a failure, give or take
+/// [`RELAY_JITTER`]: back within two seconds of its upstream, however long
+/// that was gone.
+const RELAY_RETRY: Duration = Duration::from_secs(1);
+
+/// The spread of a relay's retries, as a fraction of [`RELAY_RETRY`]: a tree
+/// of relays whose upstream comes back must not reconnect in lockstep.
+const RELAY_JITTER: f64 = 0.2;
+
+/// How a source is started again after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A camera: [`backoff`]. A camera that keeps failing is likely broken
+    /// or gone, and each start may cost a driver's reset.
+    Backoff,
+    /// A relay: [`RELAY_RETRY`] with jitter, drawn from a generator seeded
+    /// with `seed` (any number; tests give their own).
+    Jittered { seed: u64 },
+}
+
+/// The wait before start number `failures + 1` of a camera after that many
+/// failures in a row: quick for a glitch, patient for a camera that is gone.
 pub fn backoff(failures: u32) -> Duration {
     match failures {
         0..=5 => Duration::from_secs(1),
@@ -49,9 +80,8 @@ pub enum Phase {
     Starting { since: Instant },
     /// Frames are coming.
     Online,
-    /// Asked to stop at `since` (SIGTERM), for `cause`; SIGKILL once
-    /// `--kill-timeout` passes.
-    Stopping { since: Instant, killed: bool, cause: Cause },
+    /// Asked to stop, for `cause`; waiting for the exit.
+    Stopping { cause: Cause },
 }
 
 /// Why the camera is being stopped.
@@ -69,15 +99,14 @@ pub enum Cause {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Spawn,
-    /// SIGTERM to the camera's process group.
-    Term,
-    /// SIGKILL to the camera's process group.
-    Kill,
+    /// Stop the camera (its guard sees to the kill), close the relay.
+    Stop,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub source_timeout: Duration,
+    /// The guard's, between SIGTERM and SIGKILL.
     pub kill_timeout: Duration,
     /// `--on-demand`: stop this long after the last viewer leaves.
     pub linger: Option<Duration>,
@@ -85,6 +114,9 @@ pub struct Timing {
 
 pub struct Supervisor {
     timing: Timing,
+    retry: Retry,
+    /// The jitter's xorshift state (never 0).
+    jitter: u64,
     pub phase: Phase,
     wanted: bool,
     /// The server is ending: nothing starts again.
@@ -101,10 +133,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(timing: Timing, now: Instant) -> Supervisor {
+    pub fn new(timing: Timing, retry: Retry, now: Instant) -> Supervisor {
         let on_demand = timing.linger.is_some();
+        let seed = match retry {
+            Retry::Jittered { seed } => seed,
+            Retry::Backoff => 0,
+        };
         Supervisor {
             timing,
+            retry,
+            // xorshift stays at 0 for ever: any other number will do.
+            jitter: seed | 1,
             phase: if on_demand { Phase::Idle } else { Phase::Waiting { at: now } },
             wanted: !on_demand,
             ending: false,
@@ -151,6 +190,13 @@ impl Supervisor {
         self.fail(reason.to_string(), now);
     }
 
+    /// The source could not be started for want of descriptors, for
+    /// `reason`: no fault of its own, so no failure; tried again soon.
+    pub fn spawn_deferred(&mut self, reason: &str, now: Instant) {
+        self.reason = reason.to_string();
+        self.phase = Phase::Waiting { at: now + SHORT_OF_RESOURCES };
+    }
+
     /// A frame came.
     pub fn frame(&mut self, now: Instant) {
         self.last_frame = Some(now);
@@ -166,19 +212,15 @@ impl Supervisor {
         }
     }
 
-    /// The server is ending: the camera is stopped (SIGTERM, then SIGKILL
-    /// after `--kill-timeout`, as [`Supervisor::poll`] says) and never
-    /// started again.
+    /// The server is ending: the camera is stopped and never started again.
     pub fn shutdown(&mut self) {
         self.ending = true;
         self.wanted = false;
         self.reason = "the server is ending".into();
         match self.phase {
             Phase::Idle | Phase::Waiting { .. } => self.phase = Phase::Idle,
-            // Already asked to stop: the kill follows as it would have.
-            Phase::Stopping { since, killed, .. } => {
-                self.phase = Phase::Stopping { since, killed, cause: Cause::Shutdown };
-            }
+            // Already asked to stop: it ends as it would have.
+            Phase::Stopping { .. } => self.phase = Phase::Stopping { cause: Cause::Shutdown },
             // Asked to stop at the next poll.
             Phase::Starting { .. } | Phase::Online => {}
         }
@@ -193,17 +235,17 @@ impl Supervisor {
     pub fn exited(&mut self, reason: &str, now: Instant) {
         match self.phase {
             _ if self.ending => self.phase = Phase::Idle,
-            Phase::Stopping { cause: Cause::Unwatched, .. } if !self.wanted => {
+            Phase::Stopping { cause: Cause::Unwatched } if !self.wanted => {
                 self.phase = Phase::Idle;
                 self.reason = "nobody watching".into();
             }
             // Stopped for want of viewers, but one came back meanwhile.
-            Phase::Stopping { cause: Cause::Unwatched, .. } => {
+            Phase::Stopping { cause: Cause::Unwatched } => {
                 self.phase = Phase::Waiting { at: now };
             }
             // The stall was counted when it was found.
-            Phase::Stopping { cause: Cause::Stall, .. } => {
-                self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+            Phase::Stopping { cause: Cause::Stall } => {
+                self.phase = Phase::Waiting { at: now + self.retry_after() };
             }
             _ => self.fail(reason.to_string(), now),
         }
@@ -212,7 +254,23 @@ impl Supervisor {
     fn fail(&mut self, reason: String, now: Instant) {
         self.failures += 1;
         self.reason = reason;
-        self.phase = Phase::Waiting { at: now + backoff(self.failures) };
+        self.phase = Phase::Waiting { at: now + self.retry_after() };
+    }
+
+    /// The wait before the next start, after the failures so far.
+    fn retry_after(&mut self) -> Duration {
+        match self.retry {
+            Retry::Backoff => backoff(self.failures),
+            Retry::Jittered { .. } => {
+                // xorshift64 (Marsaglia): enough to spread retries.
+                self.jitter ^= self.jitter << 13;
+                self.jitter ^= self.jitter >> 7;
+                self.jitter ^= self.jitter << 17;
+                // 53 random bits as a fraction in [0, 1), then [-1, 1).
+                let unit = (self.jitter >> 11) as f64 / (1u64 << 53) as f64;
+                RELAY_RETRY.mul_f64(1.0 + RELAY_JITTER * (2.0 * unit - 1.0))
+            }
+        }
     }
 
     /// What to do now, if anything.
@@ -232,16 +290,10 @@ impl Supervisor {
             Phase::Online if self.last_frame.is_some_and(|t| now >= t + timeout) => {
                 self.stall(format!("no frame for {} s", timeout.as_secs()))
             }
-            Phase::Stopping { since, killed: false, cause }
-                if now >= since + self.timing.kill_timeout =>
-            {
-                self.phase = Phase::Stopping { since, killed: true, cause };
-                return Some(Action::Kill);
-            }
             _ => return None,
         };
-        self.phase = Phase::Stopping { since: now, killed: false, cause };
-        Some(Action::Term)
+        self.phase = Phase::Stopping { cause };
+        Some(Action::Stop)
     }
 
     fn stall(&mut self, reason: String) -> Cause {
@@ -264,8 +316,7 @@ impl Supervisor {
             Phase::Waiting { at } => self.wanted.then_some(at),
             Phase::Starting { since } => Some(since + timeout),
             Phase::Online => self.last_frame.map(|t| t + timeout),
-            Phase::Stopping { since, killed: false, .. } => Some(since + self.timing.kill_timeout),
-            Phase::Stopping { killed: true, .. } => None,
+            Phase::Stopping { .. } => None,
         };
         let linger =
             linger.filter(|_| matches!(self.phase, Phase::Starting { .. } | Phase::Online));
@@ -278,7 +329,7 @@ impl Supervisor {
         match self.phase {
             Phase::Idle => !self.ending,
             Phase::Starting { .. } | Phase::Waiting { .. } => self.failures == 0,
-            Phase::Stopping { cause, .. } => cause == Cause::Unwatched,
+            Phase::Stopping { cause } => cause == Cause::Unwatched,
             Phase::Online => false,
         }
     }
@@ -286,7 +337,7 @@ impl Supervisor {
     /// `starting`, `online`, `offline` or `stopped`.
     pub fn state(&self) -> &'static str {
         match self.phase {
-            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => {
+            Phase::Idle | Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown } => {
                 "stopped"
             }
             Phase::Starting { .. } if self.failures == 0 => "starting",
@@ -308,8 +359,8 @@ impl Supervisor {
             }
             Phase::Starting { .. } => Some(Notice::Starting),
             Phase::Online => Notice::silence(self.last_frame?, now, offline_after),
-            Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown, .. } => None,
-            Phase::Stopping { cause: Cause::Stall, .. } => {
+            Phase::Stopping { cause: Cause::Unwatched | Cause::Shutdown } => None,
+            Phase::Stopping { cause: Cause::Stall } => {
                 Some(Notice::Offline(format!("{}; restarting", self.reason)))
             }
             Phase::Waiting { at } => {
@@ -352,7 +403,7 @@ mod tests {
     #[test]
     fn it_starts_at_once_and_goes_online_with_the_first_frame() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         assert_eq!(s.poll(t), Some(Action::Spawn));
         s.spawned(t);
         assert_eq!((s.state(), s.notice(t, secs(2))), ("starting", Some(Notice::Starting)));
@@ -367,7 +418,7 @@ mod tests {
     #[test]
     fn an_exit_is_retried_within_a_second_and_repeated_failures_slow_down() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         let mut now = t;
         let mut gaps = Vec::new();
         for _ in 0..12 {
@@ -389,10 +440,44 @@ mod tests {
         );
     }
 
+    /// The waits before each of `n` starts of a source that always fails.
+    fn waits(retry: Retry, n: usize) -> Vec<Duration> {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), retry, t);
+        let mut now = t;
+        (0..n)
+            .map(|_| {
+                assert_eq!(s.poll(now), Some(Action::Spawn));
+                s.spawn_failed("cannot connect to 127.0.0.1:8554: Connection refused", now);
+                let Phase::Waiting { at } = s.phase else { panic!("{:?}", s.phase) };
+                let wait = at - now;
+                now = at;
+                wait
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_camera_backs_off_and_a_relay_retries_every_second_or_so_for_ever() {
+        let camera = waits(Retry::Backoff, 12);
+        assert_eq!(camera, [1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 30, 30].map(secs));
+        // However long the upstream is gone, the next try is within 1.2 s.
+        let relay = waits(Retry::Jittered { seed: 7 }, 1000);
+        let (least, most) = (relay.iter().min().unwrap(), relay.iter().max().unwrap());
+        assert!(*least >= Duration::from_millis(800) && *most <= Duration::from_millis(1200));
+        // Spread over the whole window, not a few values.
+        assert!(*least < Duration::from_millis(820) && *most > Duration::from_millis(1180));
+        // The same seed, the same waits; another seed, others: two relays
+        // that lost the same upstream do not retry in lockstep.
+        assert_eq!(waits(Retry::Jittered { seed: 7 }, 1000), relay);
+        let other = waits(Retry::Jittered { seed: 8 }, 5);
+        assert_ne!(other, relay[..5]);
+    }
+
     #[test]
     fn a_restart_after_a_failure_shows_the_failure_not_a_start() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.exited("camera exited with status 1", t);
@@ -409,7 +494,7 @@ mod tests {
     #[test]
     fn a_run_of_good_frames_makes_the_next_restart_quick_again() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         for i in 0..8 {
             s.poll(t);
             s.spawned(t);
@@ -426,20 +511,19 @@ mod tests {
     }
 
     #[test]
-    fn a_stall_is_shown_early_then_stopped_killed_and_restarted() {
+    fn a_stall_is_shown_early_then_stopped_and_restarted() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.frame(t);
         let notice = s.notice(t + secs(2), secs(2));
         assert_eq!(notice, Some(Notice::Offline("no frame for 2 s".into())));
         assert_eq!(s.poll(t + secs(4)), None);
-        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Stop));
         assert_eq!(s.state(), "offline");
-        assert_eq!(s.deadline(), Some(t + secs(8)));
-        assert_eq!(s.poll(t + secs(8)), Some(Action::Kill));
-        assert_eq!(s.poll(t + secs(9)), None);
+        // The guard kills it if need be; the supervisor waits for the exit.
+        assert_eq!((s.deadline(), s.poll(t + secs(9))), (None, None));
         s.exited("was killed by signal 9", t + secs(9));
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(10) });
         let notice = s.notice(t + secs(9), secs(2));
@@ -447,24 +531,22 @@ mod tests {
     }
 
     #[test]
-    fn at_shutdown_the_camera_is_stopped_killed_if_need_be_and_never_started_again() {
+    fn at_shutdown_the_camera_is_stopped_and_never_started_again() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
         s.frame(t);
         s.shutdown();
         assert!(!s.finished(), "the camera still runs");
-        assert_eq!(s.poll(t + secs(1)), Some(Action::Term));
-        assert_eq!(s.state(), "stopped");
-        assert_eq!(s.deadline(), Some(t + secs(4)));
-        assert_eq!(s.poll(t + secs(4)), Some(Action::Kill));
+        assert_eq!(s.poll(t + secs(1)), Some(Action::Stop));
+        assert_eq!((s.state(), s.deadline()), ("stopped", None));
         s.exited("camera was killed by signal 9", t + secs(4));
         assert!(s.finished());
         assert_eq!((s.poll(t + secs(100)), s.deadline()), (None, None));
         // Down or idle when the server ends: finished at once, and a viewer
         // arriving meanwhile starts nothing.
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         s.shutdown();
         assert!(s.finished());
         s.want(true, t);
@@ -474,17 +556,17 @@ mod tests {
     #[test]
     fn a_camera_that_never_sends_a_frame_is_a_stall() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawned(t);
-        assert_eq!(s.poll(t + secs(5)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(5)), Some(Action::Stop));
         assert!(s.reason.contains("no frame within 5 s"), "{}", s.reason);
     }
 
     #[test]
     fn a_start_that_fails_waits_like_an_exit() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(None), t);
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
         s.poll(t);
         s.spawn_failed("cannot start the camera: No such file", t);
         assert_eq!(s.phase, Phase::Waiting { at: t + secs(1) });
@@ -492,9 +574,26 @@ mod tests {
     }
 
     #[test]
+    fn a_start_short_of_descriptors_is_retried_soon_and_is_no_failure() {
+        let t = Instant::now();
+        let mut s = Supervisor::new(timing(None), Retry::Backoff, t);
+        for i in 0..20 {
+            assert_eq!(s.poll(t + secs(i)), Some(Action::Spawn));
+            s.spawn_deferred("cannot start the camera: Too many open files", t + secs(i));
+            assert_eq!(s.phase, Phase::Waiting { at: t + secs(i + 1) });
+        }
+        assert_eq!((s.failures, s.restarts()), (0, 0));
+        // The first real failure after them waits as a first one does.
+        s.poll(t + secs(20));
+        s.spawned(t + secs(20));
+        s.exited("camera exited with status 1", t + secs(20));
+        assert_eq!(s.phase, Phase::Waiting { at: t + secs(21) });
+    }
+
+    #[test]
     fn on_demand_it_runs_only_while_watched_and_lingers() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         assert_eq!((s.state(), s.poll(t), s.deadline()), ("stopped", None, None));
         assert_eq!(s.notice(t, secs(2)), None);
         s.want(true, t + secs(1));
@@ -508,7 +607,7 @@ mod tests {
             assert_eq!(s.poll(t + secs(i)), None);
         }
         assert_eq!(s.deadline(), Some(t + secs(13)));
-        assert_eq!(s.poll(t + secs(13)), Some(Action::Term));
+        assert_eq!(s.poll(t + secs(13)), Some(Action::Stop));
         assert_eq!((s.state(), s.notice(t + secs(13), secs(2))), ("stopped", None));
         s.exited("was killed by signal 15", t + secs(14));
         assert_eq!((s.phase, s.failures), (Phase::Idle, 0));
@@ -520,7 +619,7 @@ mod tests {
     #[test]
     fn a_viewer_back_within_the_linger_keeps_the_camera() {
         let t = Instant::now();
-        let mut s = Supervisor::new(timing(Some(10)), t);
+        let mut s = Supervisor::new(timing(Some(10)), Retry::Backoff, t);
         s.want(true, t);
         s.poll(t);
         s.spawned(t);

@@ -1,4 +1,5 @@
-//! The camera as the server's child (`--exec`), on the real binary, with
+//! The camera as the server's child (`--exec`, under the guard the server
+//! runs it with), on the real binary, with
 //! tests/camera/fake_camera.py standing in for rpicam-vid: restarts, stalls,
 //! on-demand starts and stops, offline frames, and what is left once the
 //! server has gone.
@@ -91,6 +92,11 @@ fn descendants(root: u32) -> Vec<Proc> {
         }
     }
     found
+}
+
+/// The parent of process `pid`, while it lives.
+fn parent(pid: u32) -> Option<u32> {
+    processes().into_iter().find(|p| p.pid == pid).map(|p| p.ppid)
 }
 
 /// The processes of the groups `groups` that are still alive (not zombies).
@@ -620,7 +626,7 @@ fn opencv_reads_through_camera_restarts_without_an_error() {
 fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_ignoring_sigterm() {
     let _one = one_at_a_time();
     let camera = Camera::new("signals");
-    // With exec the camera is the server's child; with a shell around it
+    // With exec the camera is the guard's child; with a shell around it
     // (which stays, since more follows), the camera is a grandchild that
     // only a signal to the process group reaches. The shell notes its pid
     // first. The camera stalls after 3 frames: no failed write ends it.
@@ -650,9 +656,9 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         eprintln!("{name}: the server exited {:?} after the signal", asked.elapsed());
         assert!(status.success(), "{name}: exit status {status}: {log}");
         assert!(!log.contains("panicked"), "{name}: {log}");
-        // Its own child the server must have reaped. An orphaned grandchild
-        // ends once it next runs after its SIGKILL, and may wait as a zombie
-        // for init to reap.
+        // The guard reaps the shell, and the server the guard. Any other
+        // process ends once it next runs after its SIGKILL, and may wait as
+        // a zombie for its reaper.
         let ended = |s: &Option<char>| matches!(s, None | Some('Z'));
         let deadline = Instant::now() + STEP;
         let states = loop {
@@ -664,7 +670,7 @@ fn after_sigterm_or_sigint_the_server_exits_0_and_leaves_no_camera_not_even_one_
         };
         pids.iter().for_each(|&pid| camera.kill_if_ours(pid));
         assert!(states.iter().all(|(_, s)| ended(s)), "{name}: {states:?}");
-        assert_eq!(states[0].1, None, "{name}: the server's child is not reaped: {states:?}");
+        assert_eq!(states[0].1, None, "{name}: the camera's shell is not reaped: {states:?}");
     }
 }
 
@@ -696,6 +702,195 @@ fn a_second_signal_ends_the_server_at_once_and_kills_a_camera_that_ignores_sigte
     eprintln!("the server exited {:?} after the second signal", asked.elapsed());
     assert!(status.success(), "exit status {status}: {}", server.stderr.lock().unwrap());
     wait_until("nothing of the camera's group is left", || alive_in(&groups).is_empty());
+}
+
+#[test]
+fn a_sigkilled_server_leaves_nothing_of_the_camera_behind_nor_does_a_camera_that_exits() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("sigkill");
+    // A helper the shell leaves running, which writes nothing: once the
+    // server is gone, no failed write would end it. The first run exits
+    // after a few frames; the next runs for ever.
+    let exec = format!("sleep 300 & {}", camera.exec_first_then("--exit-after 5", ""));
+    let mut server = camera.server(&exec, &FAST);
+    camera.wait_for_starts(1);
+    let groups = |server: &Server| {
+        let mut groups: Vec<u32> = descendants(server.child.id()).iter().map(|p| p.pgrp).collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    };
+    let first = groups(&server);
+    assert!(!first.is_empty(), "no camera below the server");
+    camera.wait_for_starts(2);
+    wait_until("the first run's helper has gone with it", || alive_in(&first).is_empty());
+
+    let second = groups(&server);
+    let mut viewer = Watch::open(&server, &camera);
+    viewer.until("a camera frame", real);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(5);
+    let mut left = alive_in(&second);
+    while !left.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+        left = alive_in(&second);
+    }
+    // SAFETY: kill with pids of processes this test started, still alive.
+    left.iter().for_each(|p| unsafe {
+        libc::kill(p.pid as libc::pid_t, libc::SIGKILL);
+    });
+    assert!(left.is_empty(), "left running after the server's SIGKILL: {left:?}");
+    eprintln!("the camera was gone {:?} after the server's SIGKILL", killed.elapsed());
+}
+
+#[test]
+fn a_sigkilled_guard_takes_its_camera_with_it_and_the_camera_is_started_again() {
+    let _one = one_at_a_time();
+    let camera = Camera::new("guard-killed");
+    // A camera that writes nothing and heeds nothing but a failed write:
+    // the closing of its pipes does not end it.
+    let exec = camera.exec("--ignore-term --stall-after 0");
+    let server = camera.server(&exec, &["--source-timeout", "60"]);
+    camera.wait_for_starts(1);
+    let first = camera.pids()[0];
+    let guard = parent(first).expect("the camera's guard");
+    // SAFETY: kill with the pid of the guard the test's server started.
+    assert_eq!(unsafe { libc::kill(guard as libc::pid_t, libc::SIGKILL) }, 0);
+    wait_until("the camera has gone with its guard", || {
+        matches!(process_state(first), None | Some('Z'))
+    });
+    camera.wait_for_starts(2);
+    drop(server);
+}
+
+#[test]
+fn the_cameras_exit_status_and_last_stderr_line_are_told() {
+    let _one = one_at_a_time();
+    // The last line has no newline; the status is the shell's, through the guard.
+    let exec = "printf 'one\\ntwo' >&2; exit 3";
+    let server = Server::start_configured(&["--exec", exec], |c| {
+        c.stdin(Stdio::null());
+    });
+    let said = |what: &str| server.stderr.lock().unwrap().contains(what);
+    wait_until("the camera's status in the log", || said("camera: exited with status 3"));
+    assert!(said("camera: one\ncamera: two\n"), "{}", server.stderr.lock().unwrap());
+}
+
+#[test]
+#[ignore = "needs root for a PID namespace (unshare, nsenter): run with --include-ignored, as .ci/run does"]
+fn as_pid_1_the_server_reaps_every_orphan_given_to_it() {
+    common::require("unshare");
+    common::require("nsenter");
+    assert!(common::is_root(), "a PID namespace needs root");
+    let _one = one_at_a_time();
+    let camera = Camera::new("pid-1");
+    // Each run leaves an orphan, which its guard adopts, and exits after a
+    // few frames, so that the camera restarts.
+    let exec = format!("(sleep 0.3 &); {} | cat", camera.run("--exit-after 5"));
+    let mut args = vec!["--exec", exec.as_str()];
+    args.extend(FAST);
+    // The server is the namespace's init; when the test's child dies, so
+    // does it, and the namespace with it.
+    let wrapper = ["unshare", "--pid", "--mount-proc", "--kill-child"];
+    let unshare = Server::start_under(&wrapper, &args, |c| {
+        c.stdin(Stdio::null());
+    });
+    let server = common::wait_for_value("the server under unshare", || {
+        processes().into_iter().find(|p| p.ppid == unshare.child.id()).map(|p| p.pid)
+    });
+    camera.wait_for_starts(3);
+
+    // A process joining the namespace from outside, as `docker exec` does:
+    // what it leaves behind is the namespace's init's to reap.
+    let target = server.to_string();
+    let joined = Command::new("nsenter")
+        .args(["--target", &target, "--pid", "sh", "-c", "sleep 1 & sleep 1 & sleep 1 & exit 0"])
+        .status()
+        .unwrap();
+    assert!(joined.success(), "nsenter: {joined}");
+    let orphans: Vec<u32> = common::wait_for_value("the orphans given to the server", || {
+        let adopted: Vec<u32> = processes()
+            .iter()
+            .filter(|p| p.ppid == server && p.state != 'Z')
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{}/comm", p.pid)).unwrap_or_default() == "sleep\n"
+            })
+            .map(|p| p.pid)
+            .collect();
+        (adopted.len() >= 3).then_some(adopted)
+    });
+    // A zombie is still in /proc: gone means reaped.
+    wait_until("the orphans are reaped", || {
+        orphans.iter().all(|&pid| process_state(pid).is_none())
+    });
+    let zombies =
+        |parent: u32| processes().iter().filter(|p| p.ppid == parent && p.state == 'Z').count();
+    assert_eq!(zombies(server), 0, "zombies of the server");
+    let guards: Vec<u32> = processes().iter().filter(|p| p.ppid == server).map(|p| p.pid).collect();
+    for guard in guards {
+        assert_eq!(zombies(guard), 0, "zombies of the guard {guard}");
+    }
+}
+
+// ------------------------------------------------ descriptors
+
+/// A viewer's connection, its request sent.
+fn ask_for_the_stream(port: u16) -> TcpStream {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    write!(socket, "GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    socket
+}
+
+/// The status of the answer on `socket`: 200 or 503, or why there is none.
+fn status_of(socket: &TcpStream) -> Result<u16, String> {
+    let mut line = String::new();
+    BufReader::new(socket).read_line(&mut line).map_err(|e| e.to_string())?;
+    line.get(9..12).and_then(|code| code.parse().ok()).ok_or(format!("status line {line:?}"))
+}
+
+#[test]
+fn with_64_descriptors_80_viewers_are_all_answered_and_the_camera_still_restarts() {
+    use std::os::unix::process::CommandExt;
+    let _one = one_at_a_time();
+    const FILES: libc::rlim_t = 64;
+    const VIEWERS: usize = 80;
+    let camera = Camera::new("descriptors");
+    let exec = camera.exec("--fps 10 --exit-after 20");
+    // The viewers read nothing after the status line: they must hold their
+    // descriptors for the whole test, not be closed as stalled.
+    let args = ["--exec", &exec, "--source-timeout", "2", "--kill-timeout", "1"];
+    let args = [&args[..], &["--client-timeout", "60"]].concat();
+    let server = Server::start_configured(&args, |c| {
+        c.stdin(Stdio::null());
+        // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+        // between fork and exec. What `prlimit --nofile=64:64` does.
+        unsafe {
+            c.pre_exec(|| {
+                let limit = libc::rlimit { rlim_cur: FILES, rlim_max: FILES };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // All at once: each holds its connection while the others come.
+    let viewers: Vec<TcpStream> = (0..VIEWERS).map(|_| ask_for_the_stream(server.port)).collect();
+    let statuses: Vec<Result<u16, String>> = viewers.iter().map(status_of).collect();
+    let streams = statuses.iter().filter(|s| **s == Ok(200)).count();
+    let refused = statuses.iter().filter(|s| **s == Ok(503)).count();
+    eprintln!("of {VIEWERS} viewers under {FILES} descriptors: {streams} streams, {refused} 503s");
+    assert_eq!(streams + refused, VIEWERS, "{statuses:?}");
+    assert!(streams > 0, "no viewer got the stream");
+    // The camera exits every 2 s while they watch: it must come back.
+    let started = camera.pids().len();
+    camera.wait_for_starts(started + 2);
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("warning: --max-clients 1024 lowered to "), "{log}");
 }
 
 // ------------------------------------------------ on demand
@@ -774,7 +969,8 @@ fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder
             let source = Source::of(&server);
             (source.string("state") == "starting").then_some(source)
         });
-        assert_eq!(starting.number("pid"), Some(camera.pids()[0] as f64), "{:?}", starting.0);
+        let guard = parent(camera.pids()[0]).map(f64::from);
+        assert_eq!(starting.number("pid"), guard, "{:?}", starting.0);
         snapshot.join().unwrap()
     });
     let waited = asked.elapsed();
@@ -858,7 +1054,9 @@ fn stats_describe_the_camera_source() {
         (source.string("state") == "online").then_some(source)
     });
     assert_eq!(online.string("kind"), "exec");
-    assert_eq!(online.number("pid"), Some(camera.pids()[0] as f64), "{:?}", online.0);
+    // The pid is the camera's guard, which SIGTERM asks to restart it.
+    let guard = parent(camera.pids()[0]).map(f64::from);
+    assert_eq!(online.number("pid"), guard, "{:?}", online.0);
     assert_eq!(online.number("restarts"), Some(0.0));
     assert_eq!(online.raw("reason"), "null", "nothing is wrong while online");
     let age = online.number("last_frame_age_s").expect("an age once a frame came");

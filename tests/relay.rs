@@ -199,6 +199,73 @@ fn viewers_stay_through_the_upstream_going_away_and_coming_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// This server on `port` with its test pattern: an upstream that can be
+/// stopped, and started again on the same port.
+fn pattern_upstream(port: u16) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"))
+        .args(["--bind", "127.0.0.1", "-p", &port.to_string(), "--pattern", "--fps", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let upstream = Killed(child);
+    common::wait_until("the upstream listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    upstream
+}
+
+#[test]
+fn after_a_long_outage_the_relay_is_back_within_moments_of_its_upstream() {
+    // A camera's backoff would be at its 30 s after this many failed tries.
+    const TRIES: f64 = 11.0;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = pattern_upstream(port);
+    let server = relay(port, &["--source-timeout", "2"]);
+    let online = |server: &Server| source(server).contains("\"state\":\"online\"");
+    common::wait_until("the relay streams", || online(&server));
+    drop(upstream);
+    let gone = Instant::now();
+    let deadline = gone + Duration::from_secs(120);
+    while json_number(&server.stats(), "restarts") < TRIES {
+        assert!(Instant::now() < deadline, "the relay stopped trying: {}", source(&server));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let outage = gone.elapsed();
+    let _upstream = pattern_upstream(port);
+    let back = Instant::now();
+    common::wait_until("the relay streams again", || online(&server));
+    eprintln!(
+        "after {outage:.1?} without its upstream ({TRIES} tries), the relay streamed again {:?} \
+         after the upstream listened",
+        back.elapsed()
+    );
+    // One line for the run of refused connects, one for the return.
+    let log = server.stderr.lock().unwrap().clone();
+    assert_eq!(log.matches("relay: cannot connect to").count(), 1, "{log}");
+    common::wait_until("the relay says it streams again", || {
+        server.stderr.lock().unwrap().contains("relay: streaming from http://127.0.0.1:")
+    });
+}
+
+#[test]
+fn an_upstream_that_answers_nothing_is_retried_and_said_once() {
+    // Connections complete in its backlog; nothing ever answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let server = relay(port, &["--source-timeout", "1"]);
+    common::wait_until("the relay has given up on three connections", || {
+        json_number(&server.stats(), "restarts") >= 3.0
+    });
+    common::wait_until("the relay says why", || {
+        server.stderr.lock().unwrap().contains("no frame within 1 s of the start; disconnected")
+    });
+    let log = server.stderr.lock().unwrap().clone();
+    assert_eq!(log.matches("; disconnected").count(), 1, "{log}");
+    drop(silent);
+}
+
 #[test]
 #[ignore = "needs Flask (pip): run with --include-ignored, as .ci/run does"]
 fn the_flask_pattern_that_tutorials_teach_is_relayed() {

@@ -35,7 +35,21 @@ impl Server {
     /// Starts the server with frames to be written to its stdin, after
     /// `configure` has had its say on the command (limits, environment).
     pub fn start_configured(args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_raspivid_mjpeg_server"));
+        Server::start_under(&[], args, configure)
+    }
+
+    /// Starts the server as the last word of `wrapper` (`unshare …`), which
+    /// is then the child the test holds; otherwise as `start_configured`.
+    pub fn start_under(
+        wrapper: &[&str],
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        let binary = env!("CARGO_BIN_EXE_raspivid_mjpeg_server");
+        let mut command = Command::new(wrapper.first().copied().unwrap_or(binary));
+        if !wrapper.is_empty() {
+            command.args(&wrapper[1..]).arg(binary);
+        }
         command
             .args(["-p", "0", "--bind", "127.0.0.1"])
             .args(args)
