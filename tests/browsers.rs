@@ -241,54 +241,68 @@ fn cross_origin_img(engine: Engine) {
     assert!(no.get("stamps").items().is_empty(), "{what}");
 }
 
-/// How many pictures each fetch() reader must decode.
+/// How many pictures each reader must decode.
 const FETCH_FRAMES: f64 = 30.0;
 
-/// A page on another origin reads `/?action=stream` of a `--allow-origin
-/// '*'` server with fetch() in a worker, in each of `modes`
-/// (browser_check.py's READER_WORKER): "length" sizes each part by its
-/// Content-Length as Mainsail's MJPEG-Streamer mode does, "boundary" cuts
-/// at each boundary as Fluidd's MJPEG Stream mode does (with a BYOB reader,
-/// as Fluidd; "boundary-default" with the default reader). Then the same
-/// page on a server without --allow-origin. The report, by mode.
-fn fetch_readers(engine: Engine, modes: &[&str]) -> Json {
+/// A page on another origin reads the stream of a `--allow-origin '*'`
+/// server in each of `modes` (browser_check.py's READER_WORKER and
+/// READER_PAGE), then that of a server without it. With fetch() from a
+/// worker, on `/?action=stream`: "length" sizes each part by its
+/// Content-Length and decodes it with createImageBitmap, as Mainsail's
+/// MJPEG-Streamer mode does; "boundary" cuts at each boundary with a BYOB
+/// reader and shows the part through an <img> of a blob: URL, as Fluidd's
+/// MJPEG Stream mode does ("boundary-default": the same on the default
+/// reader). "adaptive" polls `/?action=snapshot` with an <img>, as
+/// Mainsail's Adaptive MJPEG-Streamer mode does. The report, by mode.
+fn readers(engine: Engine, modes: &[&str]) -> Json {
     engine.require();
     let _serial = one_at_a_time();
     let allowing = pattern_server(&["--allow-origin", "*"]);
     let plain = pattern_server(&[]);
-    let allowed = format!("http://127.0.0.1:{}/?action=stream", allowing.port);
-    let refused = format!("http://127.0.0.1:{}/?action=stream", plain.port);
+    let allowing = format!("http://127.0.0.1:{}", allowing.port);
+    let plain = format!("http://127.0.0.1:{}", plain.port);
     let frames = FETCH_FRAMES.to_string();
-    check(engine, &["fetch", &modes.join(","), &allowed, &refused, &frames])
+    check(engine, &["fetch", &modes.join(","), &allowing, &plain, &frames])
 }
 
 /// The reader decoded [`FETCH_FRAMES`] pictures of the moving pattern,
 /// each 640x480, each later than the one before, with no error; the
-/// stream's Content-Type was `content_type`. Without --allow-origin it
-/// read nothing.
-fn assert_fetch_reader_works(report: &Json, content_type: &str) {
+/// stream's Content-Type was `content_type`. Without --allow-origin its
+/// fetch() failed: no response, no picture.
+fn assert_stream_reader_works(report: &Json, content_type: &str) {
     let what = report.to_string();
-    let ok = report.get("allowed");
+    let ok = report.get("allowing");
     assert_eq!(ok.get("response").num("status"), 200.0, "{what}");
     assert_eq!(ok.get("response").str("contentType"), content_type, "{what}");
-    assert!(ok.get("errors").items().is_empty(), "{what}");
-    assert!(ok.num("decoded") >= FETCH_FRAMES, "{what}");
+    assert_decoded_all(ok, &what);
     assert!(ok.num("plausible_stamps") >= FETCH_FRAMES, "not the moving pattern: {what}");
     assert!(ok.get("increasing").as_bool(), "{what}");
-    for size in ok.get("sizes").items() {
-        assert_eq!(size.items(), [Json::Num(640.0), Json::Num(480.0)], "{what}");
-    }
-    assert!(ok.get("page_errors").items().is_empty(), "{what}");
-    assert_fetch_refused(report);
+    assert_refused(report);
 }
 
-/// Without --allow-origin, fetch() itself fails: no response, no picture.
-fn assert_fetch_refused(report: &Json) {
+fn assert_decoded_all(run: &Json, what: &str) {
+    assert!(run.get("errors").items().is_empty(), "{what}");
+    assert!(run.num("decoded") >= FETCH_FRAMES, "{what}");
+    for size in run.get("sizes").items() {
+        assert_eq!(size.items(), [Json::Num(640.0), Json::Num(480.0)], "{what}");
+    }
+    assert!(run.get("page_errors").items().is_empty(), "{what}");
+}
+
+fn assert_refused(report: &Json) {
     let what = report.to_string();
-    let no = report.get("refused");
+    let no = report.get("plain");
     assert!(no.get("response").is_null(), "{what}");
     assert_eq!(no.num("decoded"), 0.0, "{what}");
     assert!(!no.get("errors").items().is_empty(), "{what}");
+}
+
+/// Snapshots polled by an <img> load and decode, with --allow-origin or
+/// without: a plain <img> needs no CORS.
+fn assert_snapshot_poller_works(report: &Json) {
+    let what = report.to_string();
+    assert_decoded_all(report.get("allowing"), &what);
+    assert_decoded_all(report.get("plain"), &what);
 }
 
 const MULTIPART: &str = "multipart/x-mixed-replace; boundary=boundarydonotcross";
@@ -317,16 +331,17 @@ fn firefox_cross_origin_img_loads_with_allow_origin_only() {
 
 #[test]
 #[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn firefox_fetch_reader_sizing_parts_by_content_length_decodes_30_frames() {
-    let r = fetch_readers(Engine::Firefox, &["length"]);
-    assert_fetch_reader_works(r.get("length"), MULTIPART);
+fn firefox_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::Firefox, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_snapshot_poller_works(r.get("adaptive"));
 }
 
 #[test]
 #[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn firefox_fetch_reader_splitting_on_the_boundary_decodes_30_frames() {
-    let r = fetch_readers(Engine::Firefox, &["boundary"]);
-    assert_fetch_reader_works(r.get("boundary"), MULTIPART);
+fn firefox_fluidd_style_reader_decodes_30_frames() {
+    let r = readers(Engine::Firefox, &["boundary"]);
+    assert_stream_reader_works(r.get("boundary"), MULTIPART);
 }
 
 // ------------------------------------------------------------- WebKitGTK
@@ -353,9 +368,10 @@ fn webkit_cross_origin_img_loads_with_allow_origin_only() {
 /// names the same bytes application/octet-stream for WebKit's fetch().
 #[test]
 #[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn webkit_fetch_reader_sizing_parts_by_content_length_decodes_30_frames() {
-    let r = fetch_readers(Engine::WebKit, &["length"]);
-    assert_fetch_reader_works(r.get("length"), OCTET_STREAM);
+fn webkit_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::WebKit, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), OCTET_STREAM);
+    assert_snapshot_poller_works(r.get("adaptive"));
 }
 
 /// Fluidd's reader asks for a BYOB reader, which WebKit's fetch() body
@@ -363,12 +379,12 @@ fn webkit_fetch_reader_sizing_parts_by_content_length_decodes_30_frames() {
 /// default reader decodes every frame.
 #[test]
 #[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn webkit_fetch_reader_splitting_on_the_boundary_decodes_30_frames_without_byob() {
-    let r = fetch_readers(Engine::WebKit, &["boundary-default", "boundary"]);
-    assert_fetch_reader_works(r.get("boundary-default"), OCTET_STREAM);
+fn webkit_fluidd_style_reader_decodes_30_frames_only_without_byob() {
+    let r = readers(Engine::WebKit, &["boundary-default", "boundary"]);
+    assert_stream_reader_works(r.get("boundary-default"), OCTET_STREAM);
     let byob = r.get("boundary");
     let what = byob.to_string();
-    let ok = byob.get("allowed");
+    let ok = byob.get("allowing");
     assert_eq!(ok.get("response").str("contentType"), OCTET_STREAM, "{what}");
     assert_eq!(ok.num("decoded"), 0.0, "{what}");
     let errors = ok.get("errors").items();
@@ -376,23 +392,24 @@ fn webkit_fetch_reader_splitting_on_the_boundary_decodes_30_frames_without_byob(
         errors.iter().any(|e| e.as_str().contains("ReadableStreamBYOBReader")),
         "WebKit's fetch() body now gives a BYOB reader: docs/BROWSER.md says it does not: {what}"
     );
-    assert_fetch_refused(byob);
+    assert_refused(byob);
 }
 
 // ------------------------------------------------------------- Chromium
 
 #[test]
 #[ignore = "needs Chromium (chromium, chromium-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn chromium_fetch_reader_sizing_parts_by_content_length_decodes_30_frames() {
-    let r = fetch_readers(Engine::Chromium, &["length"]);
-    assert_fetch_reader_works(r.get("length"), MULTIPART);
+fn chromium_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::Chromium, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_snapshot_poller_works(r.get("adaptive"));
 }
 
 #[test]
 #[ignore = "needs Chromium (chromium, chromium-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
-fn chromium_fetch_reader_splitting_on_the_boundary_decodes_30_frames() {
-    let r = fetch_readers(Engine::Chromium, &["boundary"]);
-    assert_fetch_reader_works(r.get("boundary"), MULTIPART);
+fn chromium_fluidd_style_reader_decodes_30_frames() {
+    let r = readers(Engine::Chromium, &["boundary"]);
+    assert_stream_reader_works(r.get("boundary"), MULTIPART);
 }
 
 // ------------------------------------------------------------- the report

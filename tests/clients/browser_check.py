@@ -5,7 +5,7 @@ Usage:
     browser_check.py ENGINE viewer PAGE_URL SINGLE_FRAME_PAGE_URL
     browser_check.py ENGINE favicon SERVER_PORT
     browser_check.py ENGINE cors ALLOWED_STREAM_URL REFUSED_STREAM_URL
-    browser_check.py ENGINE fetch MODE[,MODE...] ALLOWED_STREAM_URL REFUSED_STREAM_URL N
+    browser_check.py ENGINE fetch MODE[,MODE...] ALLOWING_BASE_URL PLAIN_BASE_URL N
 
 ENGINE is firefox, webkit or chromium (chromedriver). Prints one JSON object on stdout.
 
@@ -21,10 +21,12 @@ ENGINE is firefox, webkit or chromium (chromedriver). Prints one JSON object on 
 - cors: a page from another origin (an HTTP server here on 127.0.0.1) with
   a crossOrigin="anonymous" <img> of each stream URL, read back through
   createImageBitmap and getImageData (which fail if the picture is tainted).
-- fetch: a page from another origin whose worker reads the stream with
-  fetch() as Mainsail ("length") or Fluidd ("boundary") does, until N
-  pictures are decoded; then the same against a server without
-  --allow-origin; for each MODE (see READER_WORKER).
+- fetch: a page from another origin whose worker reads /?action=stream
+  with fetch() as Mainsail ("length") or Fluidd ("boundary") does, or
+  which polls /?action=snapshot as Mainsail's adaptive mode does
+  ("adaptive"), until N pictures are decoded: on a server with
+  --allow-origin (ALLOWING_BASE_URL, http://127.0.0.1:PORT), then on one
+  without; for each MODE (see READER_WORKER and READER_PAGE).
 
 Every wait is bounded; traffic goes to 127.0.0.1 only.
 """
@@ -133,11 +135,18 @@ def screen_stamps(browser, element_id, seconds):
         browser.evaluate("document.getElementById('__marker').remove(); return true;")
 
 
-def page_errors(browser):
+def page_errors(browser, since=0):
+    """The page's errors, and Firefox's console messages from the
+    `since`th on (console_mark)."""
     errors = list(browser.evaluate("return window.__errors || ['the error hooks are gone'];"))
     if browser.name == "firefox":
-        errors += browser.chrome_script(FIREFOX_CONSOLE)
+        errors += browser.chrome_script(FIREFOX_CONSOLE)[since:]
     return errors
+
+
+def console_mark(browser):
+    """How many messages Firefox's console holds: what page_errors skips."""
+    return len(browser.chrome_script(FIREFOX_CONSOLE)) if browser.name == "firefox" else 0
 
 
 def viewer(browser, page, single_page):
@@ -600,7 +609,35 @@ function showNext() {
   img.src = url;
 }
 
+// Mainsail's "Adaptive MJPEG-Streamer" mode: an <img> (no crossOrigin) of
+// the snapshot URL with bypassCache=ms, asked again once a picture has
+// loaded, 10 a second less the time a request takes (smoothed).
+let requestedAt = 0, requestTime = 0;
+function poll() {
+  const u = new URL(params.get("stream"));
+  u.searchParams.append("bypassCache", String(Date.now()));
+  requestedAt = performance.now();
+  img.src = u;
+}
+function adaptive() {
+  img.onload = () => {
+    requestTime = requestTime * 0.2 + (performance.now() - requestedAt) * 0.8;
+    img.decode().then(() => {
+      const r = window.result;
+      r.parts++; r.decoded++;
+      if (r.firstAt === null) r.firstAt = performance.now();
+      if (r.sizes.length < 5) r.sizes.push([img.naturalWidth, img.naturalHeight]);
+    }, (e) => window.result.errors.push("decode: " + e)).finally(() => {
+      setTimeout(poll, Math.max(0, 100 - requestTime));
+    });
+  };
+  img.onerror = () => { window.result.errors.push("a snapshot did not load"); };
+  window.result.startedAt = performance.now();
+  poll();
+}
+
 addEventListener("load", () => {
+  if (params.get("mode") === "adaptive") return adaptive();
   const worker = new Worker("/reader.js");
   worker.onerror = (e) => window.result.errors.push("worker: " + e.message);
   worker.onmessage = (event) => {
@@ -624,29 +661,33 @@ addEventListener("load", () => {
 """
 
 
-def fetch_readers(browser, modes, allowed, refused, frames):
-    """Each of the worker's readers `modes` on a page of another origin: on
-    the `allowed` stream (a server with --allow-origin) until it has decoded
-    `frames` pictures or reported an error; on the `refused` one (no
-    --allow-origin) until it reports an error or decodes a picture."""
+def fetch_readers(browser, modes, allowing, plain, frames):
+    """Each reader of `modes` on a page of another origin: on the server at
+    `allowing` (a base URL; the server has --allow-origin) until it has
+    decoded `frames` pictures or reported an error; on the one at `plain`
+    (no --allow-origin) until it reports an error or decodes a picture
+    (all `frames`, for "adaptive", which needs no CORS)."""
     report = {"engine": browser.name, "version": browser.version}
     pages = PageServer({"/reader.js": ("text/javascript; charset=utf-8", READER_WORKER),
                         "/reader.html": ("text/html; charset=utf-8", READER_PAGE)})
     try:
         for mode in modes:
-            report[mode] = fetch_reader(browser, pages, mode, allowed, refused, frames)
+            report[mode] = fetch_reader(browser, pages, mode, allowing, plain, frames)
         browser.navigate("about:blank")
     finally:
         pages.close()
     return report
 
 
-def fetch_reader(browser, pages, mode, allowed, refused, frames):
+def fetch_reader(browser, pages, mode, allowing, plain, frames):
     report = {}
-    for name, stream, until, timeout in (
-                ("allowed", allowed, f"window.result.decoded >= {frames}", 30),
-                ("refused", refused, "window.result.decoded >= 1", 10)):
-        query = urllib.parse.urlencode({"stream": stream, "mode": mode})
+    path = "/?action=snapshot" if mode == "adaptive" else "/?action=stream"
+    refused = 1 if mode != "adaptive" else frames
+    for name, base, until, timeout in (
+            ("allowing", allowing, f"window.result.decoded >= {frames}", 30),
+            ("plain", plain, f"window.result.decoded >= {refused}", 30 if refused > 1 else 10)):
+        query = urllib.parse.urlencode({"stream": base + path, "mode": mode})
+        mark = console_mark(browser)
         browser.navigate(f"http://127.0.0.1:{pages.port}/reader.html?{query}")
         browser.wait_for(f"window.result !== undefined && location.search === {json.dumps('?' + query)}",
                          timeout=10)
@@ -662,7 +703,7 @@ def fetch_reader(browser, pages, mode, allowed, refused, frames):
         stamps = result.pop("stamps")
         result["plausible_stamps"] = sum(1 for s in stamps if abs(now - s) < 60000)
         result["increasing"] = all(a < b for a, b in zip(stamps, stamps[1:]))
-        result["page_errors"] = page_errors(browser)
+        result["page_errors"] = page_errors(browser, mark)
         report[name] = result
     return report
 
