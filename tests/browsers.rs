@@ -249,7 +249,7 @@ const FETCH_FRAMES: f64 = 30.0;
 /// READER_PAGE), then that of a server without it. With fetch() from a
 /// worker, on `/?action=stream`: "length" sizes each part by its
 /// Content-Length and decodes it with createImageBitmap, as Mainsail's
-/// MJPEG-Streamer mode does; "boundary" cuts at each boundary with a BYOB
+/// MJPEG-Streamer mode does (and is also run with `?advance_headers=1`); "boundary" cuts at each boundary with a BYOB
 /// reader and shows the part through an <img> of a blob: URL, as Fluidd's
 /// MJPEG Stream mode does ("boundary-default": the same on the default
 /// reader). "adaptive" polls `/?action=snapshot` with an <img>, as
@@ -297,6 +297,16 @@ fn assert_refused(report: &Json) {
     assert!(!no.get("errors").items().is_empty(), "{what}");
 }
 
+/// A reader that sizes parts by Content-Length finds none with
+/// `?advance_headers=1`, and decodes nothing.
+fn assert_length_reader_needs_content_length(report: &Json) {
+    let what = report.to_string();
+    let advance = report.get("advance_headers");
+    assert_eq!(advance.num("decoded"), 0.0, "{what}");
+    let errors = advance.get("errors").items();
+    assert!(errors.iter().any(|e| e.as_str().contains("no Content-Length")), "{what}");
+}
+
 /// Snapshots polled by an <img> load and decode, with --allow-origin or
 /// without: a plain <img> needs no CORS.
 fn assert_snapshot_poller_works(report: &Json) {
@@ -334,6 +344,7 @@ fn firefox_cross_origin_img_loads_with_allow_origin_only() {
 fn firefox_mainsail_style_readers_decode_30_frames() {
     let r = readers(Engine::Firefox, &["length", "adaptive"]);
     assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_length_reader_needs_content_length(r.get("length"));
     assert_snapshot_poller_works(r.get("adaptive"));
 }
 
@@ -371,6 +382,7 @@ fn webkit_cross_origin_img_loads_with_allow_origin_only() {
 fn webkit_mainsail_style_readers_decode_30_frames() {
     let r = readers(Engine::WebKit, &["length", "adaptive"]);
     assert_stream_reader_works(r.get("length"), OCTET_STREAM);
+    assert_length_reader_needs_content_length(r.get("length"));
     assert_snapshot_poller_works(r.get("adaptive"));
 }
 
@@ -402,6 +414,7 @@ fn webkit_fluidd_style_reader_decodes_30_frames_only_without_byob() {
 fn chromium_mainsail_style_readers_decode_30_frames() {
     let r = readers(Engine::Chromium, &["length", "adaptive"]);
     assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_length_reader_needs_content_length(r.get("length"));
     assert_snapshot_poller_works(r.get("adaptive"));
 }
 

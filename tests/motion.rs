@@ -280,6 +280,11 @@ fn motion_keeps_saving_pictures_after_the_camera_restarts() {
     let mut motion = Motion::start(&dir, &url);
     let mut seen = HashSet::new();
     motion.wait_for_frame_of("Motion saves the first camera run's frames", FIRST_RUN, &mut seen);
+    // docs/DEPLOY.md says how Motion 4.5 opens the stream: through FFmpeg.
+    let log = motion.log();
+    for line in ["Setting up http via netcam", "Setting input_format mjpeg"] {
+        assert!(log.contains(line), "no {line:?} in Motion's log:\n{log}");
+    }
 
     // The camera dies; the server starts it again.
     let first = camera_pids(&dir);

@@ -26,7 +26,8 @@ ENGINE is firefox, webkit or chromium (chromedriver). Prints one JSON object on 
   which polls /?action=snapshot as Mainsail's adaptive mode does
   ("adaptive"), until N pictures are decoded: on a server with
   --allow-origin (ALLOWING_BASE_URL, http://127.0.0.1:PORT), then on one
-  without; for each MODE (see READER_WORKER and READER_PAGE).
+  without; for each MODE (see READER_WORKER and READER_PAGE). "length"
+  also reads the first server's stream with ?advance_headers=1.
 
 Every wait is bounded; traffic goes to 127.0.0.1 only.
 """
@@ -683,10 +684,14 @@ def fetch_reader(browser, pages, mode, allowing, plain, frames):
     report = {}
     path = "/?action=snapshot" if mode == "adaptive" else "/?action=stream"
     refused = 1 if mode != "adaptive" else frames
-    for name, base, until, timeout in (
-            ("allowing", allowing, f"window.result.decoded >= {frames}", 30),
-            ("plain", plain, f"window.result.decoded >= {refused}", 30 if refused > 1 else 10)):
-        query = urllib.parse.urlencode({"stream": base + path, "mode": mode})
+    runs = [("allowing", allowing + path, f"window.result.decoded >= {frames}", 30),
+            ("plain", plain + path, f"window.result.decoded >= {refused}", 30 if refused > 1 else 10)]
+    if mode == "length":
+        # Advance headers: no part carries Content-Length.
+        runs.append(("advance_headers", allowing + path + "&advance_headers=1",
+                     "window.result.decoded >= 1", 10))
+    for name, stream, until, timeout in runs:
+        query = urllib.parse.urlencode({"stream": stream, "mode": mode})
         mark = console_mark(browser)
         browser.navigate(f"http://127.0.0.1:{pages.port}/reader.html?{query}")
         browser.wait_for(f"window.result !== undefined && location.search === {json.dumps('?' + query)}",
