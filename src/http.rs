@@ -489,6 +489,8 @@ mod tests {
         assert_eq!(route("/video.mjpg?1700000000000"), Some(Route::Stream));
         assert_eq!(route("/snapshot.jpg?t=5&x"), Some(Route::Snapshot));
         assert_eq!(route("/?_=1&action=stream&v=2"), Some(Route::Stream));
+        // OctoPrint's cache-buster: a bare number after the action.
+        assert_eq!(route("/?action=stream&1700000000000"), Some(Route::Stream));
     }
 
     #[test]
