@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tests/browsers.rs (and bench/browser_screen_lag.py) need when
 # it is missing: Firefox ESR, WebKitGTK's WebDriver (which brings MiniBrowser),
-# Xvfb, and geckodriver. Debian has no geckodriver, so it is built from
+# Chromium's WebDriver (chromedriver), Xvfb, and geckodriver. Debian has no geckodriver, so it is built from
 # crates.io (about 75 s on two cores). The scripts that drive the browsers
 # use Python's standard library only. Needs root for apt-get.
 set -euo pipefail
@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/install-missing.sh"
 install_missing "browsers" \
     firefox-esr=firefox-esr \
     WebKitWebDriver=webkit2gtk-driver \
+    chromedriver=chromium-driver \
     Xvfb=xvfb \
     python3=python3
 

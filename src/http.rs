@@ -62,6 +62,18 @@ pub enum Framing {
     AdvanceHeaders,
 }
 
+/// What a stream response calls its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamType {
+    /// `multipart/x-mixed-replace; boundary=B`.
+    Multipart,
+    /// `application/octet-stream; multipart=x-mixed-replace; boundary=B`,
+    /// the same bytes: WebKit refuses a page's `fetch()` a multipart body
+    /// ("Load failed") but reads this. It still holds the words `multipart`
+    /// and `boundary=B`, which fetch() readers (Fluidd's) look for.
+    OctetStream,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -76,6 +88,7 @@ pub struct Request {
     pub route: Route,
     pub method: Method,
     pub framing: Framing,
+    pub stream_type: StreamType,
     /// `?fps=N` as the time from one frame to the next (`0.5`: 2 s); `None`
     /// without it.
     pub frame_interval: Option<Duration>,
@@ -173,15 +186,29 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 None if browser && shown => Framing::AdvanceHeaders,
                 None => Framing::Length,
             };
+            // WebKit's <img> and page loads take multipart; its fetch() only
+            // the same bytes under another name.
+            let webkit = header("user-agent").is_some_and(is_webkit);
+            let stream_type =
+                if webkit && !shown { StreamType::OctetStream } else { StreamType::Multipart };
             Parsed::Request(Request {
                 route: target.route,
                 method,
                 framing,
+                stream_type,
                 frame_interval: target.frame_interval,
                 authorization: header("authorization").map(<[u8]>::to_vec),
             })
         }
     }
+}
+
+/// True if a User-Agent is WebKit's (Safari, every browser on iOS, GTK's
+/// and WPE's): `AppleWebKit/` without `Chrome/` or `Chromium/`, which
+/// Blink-based browsers add to the same token.
+fn is_webkit(user_agent: &[u8]) -> bool {
+    let has = |word: &[u8]| memchr::memmem::find(user_agent, word).is_some();
+    has(b"AppleWebKit/") && !has(b"Chrome/") && !has(b"Chromium/")
 }
 
 /// True if an `Accept` value names an `image/` type or range, or
@@ -318,12 +345,18 @@ fn common(out: &mut String, status: &str, extra: &str) {
 /// The head of a stream response, and the start of its body up to the
 /// first JPEG byte (the opening delimiter; for [`Framing::AdvanceHeaders`]
 /// also the first part's headers).
-pub fn stream_head(extra: &str, framing: Framing, unix_micros: u64) -> Vec<u8> {
+pub fn stream_head(
+    extra: &str,
+    framing: Framing,
+    stream_type: StreamType,
+    unix_micros: u64,
+) -> Vec<u8> {
     let mut out = String::with_capacity(512);
     common(&mut out, "200 OK", extra);
     let _ = write!(
         out,
-        "Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n{NO_CACHE}\r\n--{BOUNDARY}\r\n"
+        "Content-Type: {}\r\n{NO_CACHE}\r\n--{BOUNDARY}\r\n",
+        stream_content_type(stream_type)
     );
     if framing == Framing::AdvanceHeaders {
         push_part_headers(&mut out, None, unix_micros, extra);
@@ -332,14 +365,20 @@ pub fn stream_head(extra: &str, framing: Framing, unix_micros: u64) -> Vec<u8> {
 }
 
 /// The body prefix a stream response omits under HEAD.
-pub fn stream_head_only(extra: &str) -> Vec<u8> {
+pub fn stream_head_only(extra: &str, stream_type: StreamType) -> Vec<u8> {
     let mut out = String::with_capacity(256);
     common(&mut out, "200 OK", extra);
-    let _ = write!(
-        out,
-        "Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n{NO_CACHE}\r\n"
-    );
+    let _ = write!(out, "Content-Type: {}\r\n{NO_CACHE}\r\n", stream_content_type(stream_type));
     out.into_bytes()
+}
+
+fn stream_content_type(stream_type: StreamType) -> String {
+    match stream_type {
+        StreamType::Multipart => format!("multipart/x-mixed-replace; boundary={BOUNDARY}"),
+        StreamType::OctetStream => {
+            format!("application/octet-stream; multipart=x-mixed-replace; boundary={BOUNDARY}")
+        }
+    }
 }
 
 /// A part's header block: the type, the length when known, the frame's
@@ -450,6 +489,8 @@ mod tests {
         assert_eq!(route("/video.mjpg?1700000000000"), Some(Route::Stream));
         assert_eq!(route("/snapshot.jpg?t=5&x"), Some(Route::Snapshot));
         assert_eq!(route("/?_=1&action=stream&v=2"), Some(Route::Stream));
+        // OctoPrint's cache-buster: a bare number after the action.
+        assert_eq!(route("/?action=stream&1700000000000"), Some(Route::Stream));
     }
 
     #[test]
@@ -602,6 +643,45 @@ mod tests {
     }
 
     #[test]
+    fn webkit_fetch_gets_the_stream_as_octet_stream() {
+        let kind = |headers: &str| match parse(
+            format!("GET /video.mjpg HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes(),
+        ) {
+            Parsed::Request(r) => r.stream_type,
+            other => panic!("{other:?}"),
+        };
+        let safari = "User-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) \
+                      AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15\r\n";
+        let gtk = "User-Agent: Mozilla/5.0 (X11; Ubuntu; Linux x86_64) AppleWebKit/605.1.15 \
+                   (KHTML, like Gecko) Version/18.0 Safari/605.1.15\r\n";
+        let chrome = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+                      (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36\r\n";
+        let firefox = "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0\r\n";
+        let img =
+            "Accept: image/webp,image/avif,video/*;q=0.8,image/png,image/*;q=0.8,*/*;q=0.5\r\n";
+        let page = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n";
+        let fetch = "Accept: */*\r\n";
+        let (octet, multipart) = (StreamType::OctetStream, StreamType::Multipart);
+        for webkit in [safari, gtk] {
+            assert_eq!(kind(&format!("{webkit}{fetch}")), octet);
+            assert_eq!(kind(webkit), octet);
+            assert_eq!(kind(&format!("{webkit}{img}")), multipart);
+            assert_eq!(kind(&format!("{webkit}{page}")), multipart);
+        }
+        for other in [chrome, firefox, "User-Agent: Lavf/60\r\n", ""] {
+            assert_eq!(kind(&format!("{other}{fetch}")), multipart, "{other}");
+        }
+        let head = String::from_utf8(stream_head("", Framing::Length, octet, 0)).unwrap();
+        assert!(head.contains(&format!(
+            "\r\nContent-Type: application/octet-stream; multipart=x-mixed-replace; boundary={BOUNDARY}\r\n"
+        )));
+        assert!(head.ends_with(&format!("\r\n\r\n--{BOUNDARY}\r\n")), "{head}");
+        let only = String::from_utf8(stream_head_only("", octet)).unwrap();
+        assert!(only.contains("\r\nContent-Type: application/octet-stream; multipart="), "{only}");
+        assert!(only.ends_with("\r\n\r\n"), "{only}");
+    }
+
+    #[test]
     fn accept_asks_for_an_image_or_a_page_unless_weighted_0() {
         for yes in [
             "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
@@ -697,7 +777,8 @@ mod tests {
 
     #[test]
     fn stream_head_is_exact() {
-        let head = String::from_utf8(stream_head("", Framing::Length, 0)).unwrap();
+        let head =
+            String::from_utf8(stream_head("", Framing::Length, StreamType::Multipart, 0)).unwrap();
         assert_eq!(
             head,
             format!(
@@ -707,8 +788,13 @@ mod tests {
                  \r\n--{BOUNDARY}\r\n"
             )
         );
-        let advance =
-            String::from_utf8(stream_head("", Framing::AdvanceHeaders, 1_500_000)).unwrap();
+        let advance = String::from_utf8(stream_head(
+            "",
+            Framing::AdvanceHeaders,
+            StreamType::Multipart,
+            1_500_000,
+        ))
+        .unwrap();
         assert!(advance.ends_with(&format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nX-Timestamp: 1.500000\r\n\r\n"
         )));

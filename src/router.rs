@@ -86,9 +86,11 @@ pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
         }
     }
     match request.route {
-        Route::Stream if head_only => Reply::bytes(http::stream_head_only(extra)),
+        Route::Stream if head_only => {
+            Reply::bytes(http::stream_head_only(extra, request.stream_type))
+        }
         Route::Stream => Reply::Stream {
-            head: http::stream_head(extra, request.framing, ctx.unix_micros),
+            head: http::stream_head(extra, request.framing, request.stream_type, ctx.unix_micros),
             framing: request.framing,
             frame_interval: request.frame_interval,
         },

@@ -1,8 +1,10 @@
 //! Firefox and WebKitGTK, the real engines, under Xvfb: the viewer page and
-//! the stream as a person opens them. `tests/clients/browser_check.py`
-//! drives each browser over WebDriver (geckodriver for Firefox,
-//! WebKitWebDriver running MiniBrowser for WebKit) and reports what it saw;
-//! the judging is here. Chromium is in tests/clients.rs.
+//! the stream as a person opens them, and the stream read by a page's
+//! fetch() as Mainsail and Fluidd read it (Chromium too, for that).
+//! `tests/clients/browser_check.py` drives each browser over WebDriver
+//! (geckodriver for Firefox, WebKitWebDriver running MiniBrowser for WebKit,
+//! chromedriver for Chromium) and reports what it saw; the judging is here.
+//! Chromium's viewer page is in tests/clients.rs.
 //!
 //! Each browser runs in an Xvfb of its own, on a display Xvfb picks, and
 //! talks only to 127.0.0.1. Every wait is bounded, and only the processes the
@@ -38,6 +40,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 enum Engine {
     Firefox,
     WebKit,
+    Chromium,
 }
 
 impl Engine {
@@ -45,6 +48,7 @@ impl Engine {
         match self {
             Engine::Firefox => "firefox",
             Engine::WebKit => "webkit",
+            Engine::Chromium => "chromium",
         }
     }
 
@@ -58,6 +62,10 @@ impl Engine {
                 common::require("geckodriver");
             }
             Engine::WebKit => common::require("WebKitWebDriver"),
+            Engine::Chromium => {
+                common::require("chromium");
+                common::require("chromedriver");
+            }
         }
     }
 }
@@ -233,6 +241,84 @@ fn cross_origin_img(engine: Engine) {
     assert!(no.get("stamps").items().is_empty(), "{what}");
 }
 
+/// How many pictures each reader must decode.
+const FETCH_FRAMES: f64 = 30.0;
+
+/// A page on another origin reads the stream of a `--allow-origin '*'`
+/// server in each of `modes` (browser_check.py's READER_WORKER and
+/// READER_PAGE), then that of a server without it. With fetch() from a
+/// worker, on `/?action=stream`: "length" sizes each part by its
+/// Content-Length and decodes it with createImageBitmap, as Mainsail's
+/// MJPEG-Streamer mode does (and is also run with `?advance_headers=1`); "boundary" cuts at each boundary with a BYOB
+/// reader and shows the part through an <img> of a blob: URL, as Fluidd's
+/// MJPEG Stream mode does ("boundary-default": the same on the default
+/// reader). "adaptive" polls `/?action=snapshot` with an <img>, as
+/// Mainsail's Adaptive MJPEG-Streamer mode does. The report, by mode.
+fn readers(engine: Engine, modes: &[&str]) -> Json {
+    engine.require();
+    let _serial = one_at_a_time();
+    let allowing = pattern_server(&["--allow-origin", "*"]);
+    let plain = pattern_server(&[]);
+    let allowing = format!("http://127.0.0.1:{}", allowing.port);
+    let plain = format!("http://127.0.0.1:{}", plain.port);
+    let frames = FETCH_FRAMES.to_string();
+    check(engine, &["fetch", &modes.join(","), &allowing, &plain, &frames])
+}
+
+/// The reader decoded [`FETCH_FRAMES`] pictures of the moving pattern,
+/// each 640x480, each later than the one before, with no error; the
+/// stream's Content-Type was `content_type`. Without --allow-origin its
+/// fetch() failed: no response, no picture.
+fn assert_stream_reader_works(report: &Json, content_type: &str) {
+    let what = report.to_string();
+    let ok = report.get("allowing");
+    assert_eq!(ok.get("response").num("status"), 200.0, "{what}");
+    assert_eq!(ok.get("response").str("contentType"), content_type, "{what}");
+    assert_decoded_all(ok, &what);
+    assert!(ok.num("plausible_stamps") >= FETCH_FRAMES, "not the moving pattern: {what}");
+    assert!(ok.get("increasing").as_bool(), "{what}");
+    assert_refused(report);
+}
+
+fn assert_decoded_all(run: &Json, what: &str) {
+    assert!(run.get("errors").items().is_empty(), "{what}");
+    assert!(run.num("decoded") >= FETCH_FRAMES, "{what}");
+    for size in run.get("sizes").items() {
+        assert_eq!(size.items(), [Json::Num(640.0), Json::Num(480.0)], "{what}");
+    }
+    assert!(run.get("page_errors").items().is_empty(), "{what}");
+}
+
+fn assert_refused(report: &Json) {
+    let what = report.to_string();
+    let no = report.get("plain");
+    assert!(no.get("response").is_null(), "{what}");
+    assert_eq!(no.num("decoded"), 0.0, "{what}");
+    assert!(!no.get("errors").items().is_empty(), "{what}");
+}
+
+/// A reader that sizes parts by Content-Length finds none with
+/// `?advance_headers=1`, and decodes nothing.
+fn assert_length_reader_needs_content_length(report: &Json) {
+    let what = report.to_string();
+    let advance = report.get("advance_headers");
+    assert_eq!(advance.num("decoded"), 0.0, "{what}");
+    let errors = advance.get("errors").items();
+    assert!(errors.iter().any(|e| e.as_str().contains("no Content-Length")), "{what}");
+}
+
+/// Snapshots polled by an <img> load and decode, with --allow-origin or
+/// without: a plain <img> needs no CORS.
+fn assert_snapshot_poller_works(report: &Json) {
+    let what = report.to_string();
+    assert_decoded_all(report.get("allowing"), &what);
+    assert_decoded_all(report.get("plain"), &what);
+}
+
+const MULTIPART: &str = "multipart/x-mixed-replace; boundary=boundarydonotcross";
+const OCTET_STREAM: &str =
+    "application/octet-stream; multipart=x-mixed-replace; boundary=boundarydonotcross";
+
 // ------------------------------------------------------------- Firefox
 
 #[test]
@@ -253,6 +339,22 @@ fn firefox_cross_origin_img_loads_with_allow_origin_only() {
     cross_origin_img(Engine::Firefox);
 }
 
+#[test]
+#[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn firefox_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::Firefox, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_length_reader_needs_content_length(r.get("length"));
+    assert_snapshot_poller_works(r.get("adaptive"));
+}
+
+#[test]
+#[ignore = "needs Firefox (firefox-esr, geckodriver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn firefox_fluidd_style_reader_decodes_30_frames() {
+    let r = readers(Engine::Firefox, &["boundary"]);
+    assert_stream_reader_works(r.get("boundary"), MULTIPART);
+}
+
 // ------------------------------------------------------------- WebKitGTK
 
 #[test]
@@ -271,6 +373,56 @@ fn webkit_bare_stream_asks_for_at_most_two_favicons() {
 #[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
 fn webkit_cross_origin_img_loads_with_allow_origin_only() {
     cross_origin_img(Engine::WebKit);
+}
+
+/// WebKit refuses fetch() a multipart body ("Load failed"), so the server
+/// names the same bytes application/octet-stream for WebKit's fetch().
+#[test]
+#[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn webkit_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::WebKit, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), OCTET_STREAM);
+    assert_length_reader_needs_content_length(r.get("length"));
+    assert_snapshot_poller_works(r.get("adaptive"));
+}
+
+/// Fluidd's reader asks for a BYOB reader, which WebKit's fetch() body
+/// does not give, whatever the server sends; the same splitting on the
+/// default reader decodes every frame.
+#[test]
+#[ignore = "needs WebKitGTK (webkit2gtk-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn webkit_fluidd_style_reader_decodes_30_frames_only_without_byob() {
+    let r = readers(Engine::WebKit, &["boundary-default", "boundary"]);
+    assert_stream_reader_works(r.get("boundary-default"), OCTET_STREAM);
+    let byob = r.get("boundary");
+    let what = byob.to_string();
+    let ok = byob.get("allowing");
+    assert_eq!(ok.get("response").str("contentType"), OCTET_STREAM, "{what}");
+    assert_eq!(ok.num("decoded"), 0.0, "{what}");
+    let errors = ok.get("errors").items();
+    assert!(
+        errors.iter().any(|e| e.as_str().contains("ReadableStreamBYOBReader")),
+        "WebKit's fetch() body now gives a BYOB reader: docs/BROWSER.md says it does not: {what}"
+    );
+    assert_refused(byob);
+}
+
+// ------------------------------------------------------------- Chromium
+
+#[test]
+#[ignore = "needs Chromium (chromium, chromium-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn chromium_mainsail_style_readers_decode_30_frames() {
+    let r = readers(Engine::Chromium, &["length", "adaptive"]);
+    assert_stream_reader_works(r.get("length"), MULTIPART);
+    assert_length_reader_needs_content_length(r.get("length"));
+    assert_snapshot_poller_works(r.get("adaptive"));
+}
+
+#[test]
+#[ignore = "needs Chromium (chromium, chromium-driver) and Xvfb: run with --include-ignored, as .ci/run does"]
+fn chromium_fluidd_style_reader_decodes_30_frames() {
+    let r = readers(Engine::Chromium, &["boundary"]);
+    assert_stream_reader_works(r.get("boundary"), MULTIPART);
 }
 
 // ------------------------------------------------------------- the report

@@ -17,7 +17,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use raspivid_mjpeg_server::http::{self, Framing, Parsed, Status, BOUNDARY, MAX_REQUEST_BYTES};
+use raspivid_mjpeg_server::http::{
+    self, Framing, Parsed, Status, StreamType, BOUNDARY, MAX_REQUEST_BYTES,
+};
 
 /// Every prefix up to this length; past it, a sample of prefixes.
 const ALL_PREFIXES_MAX: usize = 1024;
@@ -89,8 +91,12 @@ fn check_error(status: Status, head_only: bool) {
 }
 
 fn check_request(framing: Framing, unix_micros: u64, head_only: bool) {
-    for framing in [framing, Framing::Length, Framing::AdvanceHeaders] {
-        let bytes = http::stream_head("", framing, unix_micros);
+    let types = [StreamType::Multipart, StreamType::OctetStream];
+    for (framing, stream_type) in [framing, Framing::Length, Framing::AdvanceHeaders]
+        .into_iter()
+        .flat_map(|framing| types.map(|stream_type| (framing, stream_type)))
+    {
+        let bytes = http::stream_head("", framing, stream_type, unix_micros);
         let (code, len, length) = response(&bytes);
         assert_eq!((code, length), (200, None));
         let body = &bytes[len..];
@@ -111,9 +117,9 @@ fn check_request(framing: Framing, unix_micros: u64, head_only: bool) {
             }
         }
     }
-    let (code, len, length) = response(&http::stream_head_only(""));
+    let (code, len, length) = response(&http::stream_head_only("", StreamType::Multipart));
     assert_eq!((code, length), (200, None));
-    assert_eq!(len, http::stream_head_only("").len());
+    assert_eq!(len, http::stream_head_only("", StreamType::Multipart).len());
     let (code, len, length) = response(&http::response_head("200 OK", "image/jpeg", 1234, ""));
     assert_eq!((code, length), (200, Some(1234)));
     assert_eq!(len, http::response_head("200 OK", "image/jpeg", 1234, "").len());
@@ -128,7 +134,9 @@ fn check_verdict(parsed: &Parsed, unix_micros: u64) {
             check_error(*status, false);
             check_error(*status, true);
         }
-        Parsed::Request(request) => check_request(request.framing, unix_micros, request.head_only()),
+        Parsed::Request(request) => {
+            check_request(request.framing, unix_micros, request.head_only())
+        }
     }
 }
 

@@ -5,8 +5,9 @@ Usage:
     browser_check.py ENGINE viewer PAGE_URL SINGLE_FRAME_PAGE_URL
     browser_check.py ENGINE favicon SERVER_PORT
     browser_check.py ENGINE cors ALLOWED_STREAM_URL REFUSED_STREAM_URL
+    browser_check.py ENGINE fetch MODE[,MODE...] ALLOWING_BASE_URL PLAIN_BASE_URL N
 
-ENGINE is firefox or webkit. Prints one JSON object on stdout.
+ENGINE is firefox, webkit or chromium (chromedriver). Prints one JSON object on stdout.
 
 - viewer: the viewer page PAGE_URL (a server with the test pattern):
   whether the page reaches `load`, frame ages, the time strip read off the
@@ -20,6 +21,13 @@ ENGINE is firefox or webkit. Prints one JSON object on stdout.
 - cors: a page from another origin (an HTTP server here on 127.0.0.1) with
   a crossOrigin="anonymous" <img> of each stream URL, read back through
   createImageBitmap and getImageData (which fail if the picture is tainted).
+- fetch: a page from another origin whose worker reads /?action=stream
+  with fetch() as Mainsail ("length") or Fluidd ("boundary") does, or
+  which polls /?action=snapshot as Mainsail's adaptive mode does
+  ("adaptive"), until N pictures are decoded: on a server with
+  --allow-origin (ALLOWING_BASE_URL, http://127.0.0.1:PORT), then on one
+  without; for each MODE (see READER_WORKER and READER_PAGE). "length"
+  also reads the first server's stream with ?advance_headers=1.
 
 Every wait is bounded; traffic goes to 127.0.0.1 only.
 """
@@ -128,11 +136,18 @@ def screen_stamps(browser, element_id, seconds):
         browser.evaluate("document.getElementById('__marker').remove(); return true;")
 
 
-def page_errors(browser):
+def page_errors(browser, since=0):
+    """The page's errors, and Firefox's console messages from the
+    `since`th on (console_mark)."""
     errors = list(browser.evaluate("return window.__errors || ['the error hooks are gone'];"))
     if browser.name == "firefox":
-        errors += browser.chrome_script(FIREFOX_CONSOLE)
+        errors += browser.chrome_script(FIREFOX_CONSOLE)[since:]
     return errors
+
+
+def console_mark(browser):
+    """How many messages Firefox's console holds: what page_errors skips."""
+    return len(browser.chrome_script(FIREFOX_CONSOLE)) if browser.name == "firefox" else 0
 
 
 def viewer(browser, page, single_page):
@@ -346,14 +361,20 @@ requestAnimationFrame(tick);
 
 
 class PageServer:
-    """Serves CORS_PAGE from 127.0.0.1 on a port of its own."""
+    """Serves CORS_PAGE (or `files`: path to content type and text, any
+    query ignored) from 127.0.0.1 on a port of its own: another origin than
+    the camera server's."""
 
-    def __init__(self):
+    def __init__(self, files=None):
+        files = files or {}
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                body = CORS_PAGE.encode()
+                path = urllib.parse.urlsplit(self.path).path
+                kind, text = files.get(path, ("text/html; charset=utf-8", CORS_PAGE))
+                body = text.encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
@@ -399,6 +420,299 @@ def cors(browser, allowed, refused):
     return report
 
 
+# The fetch() readers of printer web UIs, run in a dedicated worker as they
+# are, each written here for this check:
+#
+# - "length", as Mainsail's "MJPEG-Streamer" mode reads: everything before a
+#   JPEG's start (FF D8) is the part's headers, which must carry
+#   Content-Length (without it Mainsail's buffer of length -1 throws); that
+#   many bytes are the JPEG, handed on once a byte after them has come;
+#   decoded in the worker with createImageBitmap.
+# - "boundary", as Fluidd's "MJPEG Stream" mode reads: the Content-Type must
+#   contain "multipart" and boundary=B (taken as written, up to a ";"); the
+#   body is read in 8 KiB BYOB reads and cut at each "--B"; a part's bytes
+#   after its blank line, up to the next "--B", are the picture, which the
+#   page shows through an <img> of a blob: URL.
+# - "boundary-default": the same, read with the body's default reader
+#   instead of a BYOB one.
+#
+# Each appends a cache-busting parameter of its own (timestamp=, cacheBust=).
+READER_WORKER = r"""
+"use strict";
+const SOI0 = 0xff, SOI1 = 0xd8;
+
+function concat(a, b) {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a); out.set(b, a.length);
+  return out;
+}
+
+function find(buffer, pattern, from) {
+  for (let i = buffer.indexOf(pattern[0], from); i !== -1 && i + pattern.length <= buffer.length;
+       i = buffer.indexOf(pattern[0], i + 1)) {
+    let k = 1;
+    while (k < pattern.length && buffer[i + k] === pattern[k]) k++;
+    if (k === pattern.length) return i;
+  }
+  return -1;
+}
+
+// Sized by Content-Length, found before the JPEG's first two bytes.
+async function byLength(body) {
+  const reader = body.getReader();
+  let head = [];            // header bytes of the part being read
+  let jpeg = null, filled = 0;
+  let pendingFF = false;    // a header chunk ended in FF
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    let i = 0;
+    while (i < value.length) {
+      if (jpeg && filled === jpeg.length) {
+        // A byte after the body: the JPEG is whole.
+        decode(jpeg);
+        jpeg = null; filled = 0; head = [];
+        continue;
+      }
+      if (jpeg) {
+        const n = Math.min(jpeg.length - filled, value.length - i);
+        jpeg.set(value.subarray(i, i + n), filled);
+        filled += n; i += n;
+        continue;
+      }
+      const b = value[i];
+      const soi = pendingFF ? b === SOI1 : (b === SOI0 && i + 1 < value.length && value[i + 1] === SOI1);
+      if (soi) {
+        const text = String.fromCharCode(...head);
+        const m = /^content-length:[ \t]*(\d+)[ \t]*\r?$/im.exec(text);
+        if (!m) throw new RangeError("no Content-Length in the part headers: " + JSON.stringify(text.slice(-200)));
+        jpeg = new Uint8Array(Number(m[1]));
+        jpeg[0] = SOI0; filled = 1;
+        if (pendingFF) head.pop(); else i += 1;
+        pendingFF = false;
+        continue;
+      }
+      pendingFF = b === SOI0 && i + 1 === value.length;
+      head.push(b);
+      i += 1;
+    }
+  }
+}
+
+let decoding = 0;
+function decode(jpeg) {
+  postMessage({ type: "part", bytes: jpeg.length });
+  decoding++;
+  createImageBitmap(new Blob([jpeg], { type: "image/jpeg" })).then(
+    (bitmap) => { decoding--; postMessage({ type: "bitmap", bitmap }, [bitmap]); },
+    (e) => { decoding--; postMessage({ type: "error", message: "decode: " + e }); });
+}
+
+// Cut at each --boundary, as given in the Content-Type.
+async function byBoundary(body, contentType, byob) {
+  if (!contentType.includes("multipart")) throw new Error("not multipart: " + contentType);
+  const m = /boundary=([^;]+)/.exec(contentType);
+  if (!m) throw new Error("no boundary in " + contentType);
+  const delimiter = new TextEncoder().encode("--" + m[1]);
+  const blank = new Uint8Array([13, 10, 13, 10]);
+  const reader = byob ? body.getReader({ mode: "byob" }) : body.getReader();
+  let buffer = new Uint8Array(0);
+  for (;;) {
+    const { done, value } = await (byob ? reader.read(new Uint8Array(8192)) : reader.read());
+    if (done) return;
+    buffer = concat(buffer, value);
+    for (;;) {
+      const start = find(buffer, delimiter, 0);
+      if (start === -1) break;
+      const next = find(buffer, delimiter, start + delimiter.length);
+      if (next === -1) break;
+      const end = find(buffer, blank, start + delimiter.length);
+      if (end !== -1 && end < next) {
+        const part = buffer.slice(end + 4, next);
+        postMessage({ type: "jpeg", part }, [part.buffer]);
+      }
+      buffer = buffer.slice(next);
+    }
+  }
+}
+
+onmessage = async (event) => {
+  const { url, mode } = event.data;
+  try {
+    const u = new URL(url);
+    u.searchParams.append(mode === "length" ? "timestamp" : "cacheBust", String(Date.now()));
+    const response = await fetch(u, { mode: "cors" });
+    const contentType = response.headers.get("content-type") || "";
+    postMessage({ type: "response", status: response.status, contentType });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    if (mode === "length") await byLength(response.body);
+    else await byBoundary(response.body, contentType, mode === "boundary");
+    postMessage({ type: "error", message: "the stream ended" });
+  } catch (e) {
+    postMessage({ type: "error", message: (e && e.name ? e.name + ": " : "") + (e && e.message || e) });
+  }
+};
+"""
+
+READER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>a fetch() reader on another origin</title></head>
+<body>
+<img id="picture" alt="">
+<script>
+"use strict";
+const params = new URLSearchParams(location.search);
+const canvas = document.createElement("canvas");
+canvas.width = 336; canvas.height = 32;
+const ctx = canvas.getContext("2d", { willReadFrequently: true });
+const img = document.getElementById("picture");
+window.result = { response: null, parts: 0, decoded: 0, stamps: [], errors: [], sizes: [],
+                  startedAt: null, firstAt: null };
+
+// The pattern's time strip (42 blocks of 16 px, 21 a row) off a picture.
+function stamp(source) {
+  ctx.drawImage(source, 0, 0, 336, 32, 0, 0, 336, 32);
+  const px = ctx.getImageData(0, 0, 336, 32).data;
+  let value = 0;
+  for (let bit = 0; bit < 42; bit++) {
+    const x = (bit % 21) * 16 + 8, y = Math.floor(bit / 21) * 16 + 8, i = (y * 336 + x) * 4;
+    value = value * 2 + ((px[i] + px[i + 1] + px[i + 2]) / 3 > 127 ? 1 : 0);
+  }
+  return value;
+}
+
+function shown(width, height, value) {
+  const r = window.result;
+  r.decoded++;
+  if (r.firstAt === null) r.firstAt = performance.now();
+  if (r.sizes.length < 5) r.sizes.push([width, height]);
+  if (r.stamps[r.stamps.length - 1] !== value) r.stamps.push(value);
+}
+
+// Fluidd shows each part through an <img> of a blob: URL, one at a time.
+const queue = [];
+let showing = false;
+function showNext() {
+  if (showing || !queue.length) return;
+  showing = true;
+  const url = URL.createObjectURL(new Blob([queue.shift()], { type: "image/jpeg" }));
+  img.onload = () => {
+    createImageBitmap(img).then((bitmap) => {
+      shown(bitmap.width, bitmap.height, stamp(bitmap));
+      bitmap.close();
+    }, (e) => window.result.errors.push("bitmap of the img: " + e)).finally(() => {
+      URL.revokeObjectURL(url); showing = false; showNext();
+    });
+  };
+  img.onerror = () => {
+    window.result.errors.push("the img did not decode a part");
+    URL.revokeObjectURL(url); showing = false; showNext();
+  };
+  img.src = url;
+}
+
+// Mainsail's "Adaptive MJPEG-Streamer" mode: an <img> (no crossOrigin) of
+// the snapshot URL with bypassCache=ms, asked again once a picture has
+// loaded, 10 a second less the time a request takes (smoothed).
+let requestedAt = 0, requestTime = 0;
+function poll() {
+  const u = new URL(params.get("stream"));
+  u.searchParams.append("bypassCache", String(Date.now()));
+  requestedAt = performance.now();
+  img.src = u;
+}
+function adaptive() {
+  img.onload = () => {
+    requestTime = requestTime * 0.2 + (performance.now() - requestedAt) * 0.8;
+    img.decode().then(() => {
+      const r = window.result;
+      r.parts++; r.decoded++;
+      if (r.firstAt === null) r.firstAt = performance.now();
+      if (r.sizes.length < 5) r.sizes.push([img.naturalWidth, img.naturalHeight]);
+    }, (e) => window.result.errors.push("decode: " + e)).finally(() => {
+      setTimeout(poll, Math.max(0, 100 - requestTime));
+    });
+  };
+  img.onerror = () => { window.result.errors.push("a snapshot did not load"); };
+  window.result.startedAt = performance.now();
+  poll();
+}
+
+addEventListener("load", () => {
+  if (params.get("mode") === "adaptive") return adaptive();
+  const worker = new Worker("/reader.js");
+  worker.onerror = (e) => window.result.errors.push("worker: " + e.message);
+  worker.onmessage = (event) => {
+    const m = event.data, r = window.result;
+    if (m.type === "response") { r.response = { status: m.status, contentType: m.contentType }; }
+    else if (m.type === "part") { r.parts++; }
+    else if (m.type === "bitmap") {
+      shown(m.bitmap.width, m.bitmap.height, stamp(m.bitmap));
+      m.bitmap.close();
+    } else if (m.type === "jpeg") {
+      r.parts++;
+      if (queue.length < 4) queue.push(m.part);
+      showNext();
+    } else if (m.type === "error") { r.errors.push(m.message); }
+  };
+  window.result.startedAt = performance.now();
+  worker.postMessage({ url: params.get("stream"), mode: params.get("mode") });
+});
+</script>
+</body></html>
+"""
+
+
+def fetch_readers(browser, modes, allowing, plain, frames):
+    """Each reader of `modes` on a page of another origin: on the server at
+    `allowing` (a base URL; the server has --allow-origin) until it has
+    decoded `frames` pictures or reported an error; on the one at `plain`
+    (no --allow-origin) until it reports an error or decodes a picture
+    (all `frames`, for "adaptive", which needs no CORS)."""
+    report = {"engine": browser.name, "version": browser.version}
+    pages = PageServer({"/reader.js": ("text/javascript; charset=utf-8", READER_WORKER),
+                        "/reader.html": ("text/html; charset=utf-8", READER_PAGE)})
+    try:
+        for mode in modes:
+            report[mode] = fetch_reader(browser, pages, mode, allowing, plain, frames)
+        browser.navigate("about:blank")
+    finally:
+        pages.close()
+    return report
+
+
+def fetch_reader(browser, pages, mode, allowing, plain, frames):
+    report = {}
+    path = "/?action=snapshot" if mode == "adaptive" else "/?action=stream"
+    refused = 1 if mode != "adaptive" else frames
+    runs = [("allowing", allowing + path, f"window.result.decoded >= {frames}", 30),
+            ("plain", plain + path, f"window.result.decoded >= {refused}", 30 if refused > 1 else 10)]
+    if mode == "length":
+        # Advance headers: no part carries Content-Length.
+        runs.append(("advance_headers", allowing + path + "&advance_headers=1",
+                     "window.result.decoded >= 1", 10))
+    for name, stream, until, timeout in runs:
+        query = urllib.parse.urlencode({"stream": stream, "mode": mode})
+        mark = console_mark(browser)
+        browser.navigate(f"http://127.0.0.1:{pages.port}/reader.html?{query}")
+        browser.wait_for(f"window.result !== undefined && location.search === {json.dumps('?' + query)}",
+                         timeout=10)
+        browser.evaluate(HOOKS)
+        start = time.monotonic()
+        try:
+            browser.wait_for(f"{until} || window.result.errors.length > 0", timeout=timeout)
+        except webdriver.Timeout:
+            pass
+        result = browser.evaluate("return window.result;")
+        result["waited_s"] = time.monotonic() - start
+        now = time.time() * 1000
+        stamps = result.pop("stamps")
+        result["plausible_stamps"] = sum(1 for s in stamps if abs(now - s) < 60000)
+        result["increasing"] = all(a < b for a, b in zip(stamps, stamps[1:]))
+        result["page_errors"] = page_errors(browser, mark)
+        report[name] = result
+    return report
+
+
 def main():
     engine, check, *args = sys.argv[1:]
     # Bounded as a whole; SIGTERM (from the test, on its own timeout) and
@@ -415,6 +729,8 @@ def main():
             report = favicon(browser, int(args[0]))
         elif check == "cors":
             report = cors(browser, *args)
+        elif check == "fetch":
+            report = fetch_readers(browser, args[0].split(","), args[1], args[2], int(args[3]))
         else:
             raise SystemExit(f"unknown check {check}")
     print(json.dumps(report, separators=(",", ":")))
