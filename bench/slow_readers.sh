@@ -6,13 +6,20 @@
 #
 #   bench/slow_readers.sh OUT.jsonl NAME=BIN [NAME=BIN ...]
 #
-# Environment: RATES [1 2 5 10 20 25 29 30], SECONDS [8], WARMUP [2],
-# PORT [18700]. The server runs on CPU 0, the consumer on CPU 1.
+# Environment: RATES [1 2 5 10 20 25 29 30], SECONDS_EACH [15], WARMUP
+# [20: a slow reader is learned once its buffer has filled, then drained],
+# PORT [18700], MTU [unset: the loopback as it is, 64 KiB; set, the runs go
+# into a network namespace of their own whose loopback has that MTU, as a
+# LAN's 1500 gives a client 1448-byte segments; needs root]. The server
+# runs on CPU 0, the consumer on CPU 1.
 set -euo pipefail
+if [ -n "${MTU:-}" ] && [ -z "${IN_NETNS:-}" ]; then
+    exec unshare -n env IN_NETNS=1 bash -c 'ip link set lo up && ip link set lo mtu "$MTU" && exec bash "$0" "$@"' "$0" "$@"
+fi
 out=$1; shift
 rates=${RATES:-1 2 5 10 20 25 29 30}
-secs=${SECONDS_EACH:-8}
-warmup=${WARMUP:-2}
+secs=${SECONDS_EACH:-15}
+warmup=${WARMUP:-20}
 port=${PORT:-18700}
 here=$(dirname "$0")
 for spec in "$@"; do
@@ -27,7 +34,7 @@ for spec in "$@"; do
                 query=""; [ "$cap" = yes ] && query="?fps=$rate"
                 line=$(taskset -c 1 python3 "$here/slow_consumer.py" \
                     "http://127.0.0.1:$port/video.mjpg$query" "$rate" "$secs" "$warmup")
-                echo "{\"server\":\"$name\",\"camera_fps\":$camera,\"fps_cap\":\"$cap\",${line#\{}" | tee -a "$out"
+                echo "{\"server\":\"$name\",\"mtu\":\"${MTU:-lo}\",\"camera_fps\":$camera,\"fps_cap\":\"$cap\",${line#\{}" | tee -a "$out"
             done
         done
         kill "$server"; wait "$server" 2>/dev/null || true

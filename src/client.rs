@@ -340,7 +340,7 @@ impl Client {
                     s.reader_held = true;
                     return Next::Retry(at);
                 }
-                if self.blocked || self.unchecked >= CHECK_EVERY {
+                if self.blocked || self.unchecked >= CHECK_EVERY || s.reader.behind(now) {
                     let Some(look) = look() else {
                         return self.start(frame, now, stats);
                     };

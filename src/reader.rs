@@ -11,16 +11,17 @@ The peer's kernel advertises a window, the room left in its receive
 buffer, but a Linux receiver tells of its application's reads only when a
 read at least doubles that window (`tcp_cleanup_rbuf`), and opens a closed
 window only once a sixteenth of its buffer is free (`__tcp_select_window`):
-reads are seen only as a full buffer reopening, in steps of a hundred
-kilobytes or more. Each time the window closes again the buffer is full,
-so the bytes acknowledged between two closings are exactly what the
-application read meanwhile. So a reader is learned once it has filled its
+reads are seen only as a full buffer reopening, in steps of 64 KB or more.
+Whenever the window is closed the buffer is full, so the bytes
+acknowledged between two such moments are what the application read
+meanwhile. So a reader is learned once it has filled its
 buffer:
 
 1. **Filling.** Frames go as the link takes them (and `--max-queued-bytes`
    allows); the reader is not seen.
-2. **Behind.** The window closes (under a frame) with bytes waiting to be
-   sent: its pace is measured between [`CLOSINGS_TO_LEARN`] closings.
+2. **Behind.** The window is closed (under a frame) with bytes waiting to
+   be sent, time after time: its pace is the bytes acknowledged over
+   [`LEARN_SPAN`] of that.
 3. **Draining.** No frame starts until what its buffer holds (about the
    widest window it advertised) is read at that pace.
 4. **Paced.** A frame at most every `frame size / (KEEP_UP × pace)`: it
@@ -33,15 +34,15 @@ docs/SLOWLINK.md has the measurements behind these rules.
 use crate::tcp::Look;
 use std::time::{Duration, Instant};
 
-/// Closings of the window, each with the buffer full, before the
-/// reader's pace is taken from the bytes acknowledged between the first
-/// and the last: a buffer reopens in steps of 64 KB or more, so the span
-/// must hold a few for the pace to be within a few percent.
-const CLOSINGS_TO_LEARN: usize = 4;
+/// The reader's pace is taken from the bytes acknowledged over this long
+/// while its buffer stayed full: at any look with the window closed the
+/// buffer is within a sixteenth of full, so the span must be long against
+/// that for the pace to be within a few percent.
+const LEARN_SPAN: Duration = Duration::from_secs(3);
 
-/// Closings further apart than this are not one stretch of a reader
+/// Closed windows further apart than this are not one stretch of a reader
 /// behind: it caught up in between.
-const CLOSINGS_APART: Duration = Duration::from_secs(5);
+const CLOSINGS_APART: Duration = Duration::from_secs(2);
 
 /// The share of its measured pace a learned reader is given: a little
 /// less than it can take, so that it waits for each frame instead of a
@@ -50,10 +51,10 @@ const KEEP_UP: f64 = 0.8;
 
 /// What a full buffer holds, as a multiple of the widest window the
 /// reader advertised: the window is capped below the buffer's room
-/// (`rcv_ssthresh`); measured here, a full buffer held 1.1 times it, and
-/// a drain cut short leaves a queue that only the margin of [`KEEP_UP`]
-/// drains, slowly.
-const FULL_BUFFER: f64 = 1.5;
+/// (`rcv_ssthresh`); measured here, a full buffer held 1.1 to 1.7 times
+/// it. A drain cut short leaves a queue that only the margin of
+/// [`KEEP_UP`] drains, slowly; one too long costs a pause, once.
+const FULL_BUFFER: f64 = 2.0;
 
 /// A reader's pace, learned while it was behind.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,11 +73,10 @@ pub struct Reader {
     /// The widest window less the window at the last look: what it has
     /// not read, as far as its window shows (little until it is behind).
     pub unread: u64,
-    /// When the window closed, and the bytes acknowledged then, while the
-    /// reader is behind.
-    closings: Vec<(Instant, u64)>,
-    /// The window was open at the last look.
-    closed: bool,
+    /// The first and the last look with the window closed, and the bytes
+    /// acknowledged then, while the reader is behind.
+    first_closed: Option<(Instant, u64)>,
+    last_closed: Option<(Instant, u64)>,
     pace: Option<Pace>,
     /// The mean size of the frames it was sent, for its pace in frames.
     frame_bytes: f64,
@@ -93,33 +93,34 @@ impl Reader {
         let Some(window) = look.window else { return };
         self.widest = self.widest.max(window);
         self.unread = self.widest - window;
-        let closed = window < frame && look.unsent > 0;
-        let closing = closed && !self.closed;
-        self.closed = closed;
-        if !closing {
+        if window >= frame || look.unsent == 0 {
             return;
         }
-        let at = now.checked_sub(look.since_ack).unwrap_or(now);
-        if self
-            .closings
-            .last()
-            .is_some_and(|&(last, _)| at.saturating_duration_since(last) > CLOSINGS_APART)
-        {
-            self.closings.clear();
+        // Closed, with bytes waiting: its buffer is full.
+        let sample = (now.checked_sub(look.since_ack).unwrap_or(now), look.acked);
+        let apart =
+            |(at, _): (Instant, u64)| sample.0.saturating_duration_since(at) > CLOSINGS_APART;
+        if self.last_closed.is_none_or(apart) {
+            self.first_closed = Some(sample);
         }
-        self.closings.push((at, look.acked));
-        if self.closings.len() < CLOSINGS_TO_LEARN {
-            return;
-        }
-        let (first_at, first) = self.closings.remove(0);
-        let span = at.saturating_duration_since(first_at).as_secs_f64();
+        self.last_closed = Some(sample);
+        let (first_at, first) = self.first_closed.unwrap_or(sample);
+        let span = sample.0.saturating_duration_since(first_at);
         let read = look.acked.saturating_sub(first);
-        if span > 0.0 && read > 0 {
-            let rate = read as f64 / span;
+        if span >= LEARN_SPAN && read > 0 {
+            let rate = read as f64 / span.as_secs_f64();
             let drain = self.widest as f64 * FULL_BUFFER / rate;
             let drained_at = now + Duration::from_secs_f64(drain.min(MAX_DRAIN.as_secs_f64()));
             self.pace = Some(Pace { rate, drained_at });
+            self.first_closed = None;
+            self.last_closed = None;
         }
+    }
+
+    /// Whether its buffer was full lately: it is being learned, and is
+    /// looked at on every frame.
+    pub fn behind(&self, now: Instant) -> bool {
+        self.last_closed.is_some_and(|(at, _)| now.saturating_duration_since(at) <= CLOSINGS_APART)
     }
 
     /// Whether its pace has been learned: it is, or was, behind.
@@ -204,15 +205,15 @@ mod tests {
         let mut r = Reader::default();
         r.observe(&look(0, 1_000_000, 0), 20_000, t);
         behind(&mut r, t + ms(1000), 0..3);
-        assert!(!r.paced(), "three closings are two spans");
+        assert!(!r.paced(), "closed from 1.1 to 3.9 s: under 3 s");
+        assert!(r.behind(t + ms(3900)));
         behind(&mut r, t + ms(1000), 3..4);
-        // Closings at 1.1, 2.1, 3.1 and 4.1 s, 200 000 bytes acknowledged
-        // between each.
+        // Closed at 1.1 s and at 4.1 s, 600 000 bytes acknowledged between.
         assert!((r.rate() - 200_000.0).abs() < 1.0, "{}", r.rate());
         let learned = t + ms(4900);
-        // Its buffer (1.5 x the widest window) drains in 7.5 s from the
-        // closing that taught it.
-        let drained = t + ms(4100) + Duration::from_secs_f64(1_500_000.0 / 200_000.0);
+        // Its buffer (2 x the widest window) drains in 10 s from the look
+        // that taught it.
+        let drained = t + ms(4100) + Duration::from_secs_f64(2_000_000.0 / 200_000.0);
         assert_eq!(r.next_start(learned), Some(drained));
         // Then 8 frames a second, 0.8 of its 10.
         let later = drained + ms(500);
@@ -221,11 +222,11 @@ mod tests {
     }
 
     #[test]
-    fn a_window_that_stays_closed_is_one_closing() {
+    fn a_window_closed_with_nothing_read_teaches_nothing() {
         let t = Instant::now();
         let mut r = Reader::default();
         for i in 0..50 {
-            r.observe(&look(2_000_000 + i, 0, 16_000), 20_000, t + ms(i * 100));
+            r.observe(&look(2_000_000, 0, 16_000), 20_000, t + ms(i * 100));
         }
         assert!(!r.paced());
     }
@@ -234,8 +235,8 @@ mod tests {
     fn closings_far_apart_start_over() {
         let t = Instant::now();
         let mut r = Reader::default();
-        behind(&mut r, t, 0..3);
-        behind(&mut r, t + ms(7000), 3..4);
+        behind(&mut r, t, 0..2);
+        behind(&mut r, t + ms(3000), 2..4);
         assert!(!r.paced());
     }
 }
