@@ -73,10 +73,9 @@ pub struct Reader {
     /// The widest window less the window at the last look: what it has
     /// not read, as far as its window shows (little until it is behind).
     pub unread: u64,
-    /// The first and the last look with the window closed, and the bytes
-    /// acknowledged then, while the reader is behind.
-    first_closed: Option<(Instant, u64)>,
-    last_closed: Option<(Instant, u64)>,
+    /// Looks with the window closed, when the bytes acknowledged had
+    /// grown, and those bytes, while the reader is behind.
+    closed: Vec<(Instant, u64)>,
     pace: Option<Pace>,
     /// The mean size of the frames it was sent, for its pace in frames.
     frame_bytes: f64,
@@ -98,29 +97,35 @@ impl Reader {
         }
         // Closed, with bytes waiting: its buffer is full.
         let sample = (now.checked_sub(look.since_ack).unwrap_or(now), look.acked);
-        let apart =
-            |(at, _): (Instant, u64)| sample.0.saturating_duration_since(at) > CLOSINGS_APART;
-        if self.last_closed.is_none_or(apart) {
-            self.first_closed = Some(sample);
+        match self.closed.last() {
+            Some(&(at, _)) if sample.0.saturating_duration_since(at) > CLOSINGS_APART => {
+                self.closed.clear();
+            }
+            Some(&(_, acked)) if sample.1 <= acked => return,
+            _ => {}
         }
-        self.last_closed = Some(sample);
-        let (first_at, first) = self.first_closed.unwrap_or(sample);
-        let span = sample.0.saturating_duration_since(first_at);
-        let read = look.acked.saturating_sub(first);
-        if span >= LEARN_SPAN && read > 0 {
-            let rate = read as f64 / span.as_secs_f64();
-            let drain = self.widest as f64 * FULL_BUFFER / rate;
-            let drained_at = now + Duration::from_secs_f64(drain.min(MAX_DRAIN.as_secs_f64()));
-            self.pace = Some(Pace { rate, drained_at });
-            self.first_closed = None;
-            self.last_closed = None;
-        }
+        self.closed.push(sample);
+        let rate = match steady_rate(&self.closed) {
+            Some(Ok(rate)) => rate,
+            // Not steady: the older half goes, and the rest is tried again.
+            Some(Err(mid)) => {
+                self.closed.drain(..mid);
+                return;
+            }
+            None => return,
+        };
+        let drain = self.widest as f64 * FULL_BUFFER / rate;
+        let drained_at = now + Duration::from_secs_f64(drain.min(MAX_DRAIN.as_secs_f64()));
+        self.pace = Some(Pace { rate, drained_at });
+        self.closed.clear();
     }
 
     /// Whether its buffer was full lately: it is being learned, and is
     /// looked at on every frame.
     pub fn behind(&self, now: Instant) -> bool {
-        self.last_closed.is_some_and(|(at, _)| now.saturating_duration_since(at) <= CLOSINGS_APART)
+        self.closed
+            .last()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) <= CLOSINGS_APART)
     }
 
     /// Whether its pace has been learned: it is, or was, behind.
@@ -148,6 +153,43 @@ impl Reader {
         Some(pace.drained_at.max(last_start + interval))
     }
 }
+
+/// The bytes a second acknowledged over `closed` (looks with the buffer
+/// full) once they span [`LEARN_SPAN`] and the rate of their first half
+/// agrees with their second's within [`STEADY`]: while the receiver grows
+/// its buffer, the bytes acknowledged grow faster than its reads. None
+/// while the span is short; the index of the middle look when the halves
+/// differ.
+fn steady_rate(closed: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
+    let (&(first_at, first), &(last_at, last)) = (closed.first()?, closed.last()?);
+    let span = last_at.saturating_duration_since(first_at);
+    if span < LEARN_SPAN {
+        return None;
+    }
+    let half = first_at + span / 2;
+    let middle = closed.iter().position(|&(at, _)| at >= half)?;
+    let (mid_at, mid) = closed[middle];
+    let rate = |(a_at, a): (Instant, u64), (b_at, b): (Instant, u64)| {
+        let secs = b_at.saturating_duration_since(a_at).as_secs_f64();
+        (secs > 0.0).then(|| b.saturating_sub(a) as f64 / secs)
+    };
+    let (Some(early), Some(late), Some(overall)) = (
+        rate((first_at, first), (mid_at, mid)),
+        rate((mid_at, mid), (last_at, last)),
+        rate((first_at, first), (last_at, last)),
+    ) else {
+        return Some(Err(middle.max(1)));
+    };
+    if (early - late).abs() <= STEADY * early.max(late) && overall > 0.0 {
+        Some(Ok(overall))
+    } else {
+        Some(Err(middle.max(1)))
+    }
+}
+
+/// How far the two halves of a span may differ in rate for it to be the
+/// reader's own pace.
+const STEADY: f64 = 0.25;
 
 /// The longest drain: a reader with a huge buffer and a trickle of a pace
 /// still gets a frame this often.
@@ -229,6 +271,26 @@ mod tests {
             r.observe(&look(2_000_000, 0, 16_000), 20_000, t + ms(i * 100));
         }
         assert!(!r.paced());
+    }
+
+    #[test]
+    fn a_buffer_that_grows_while_it_fills_is_not_a_pace() {
+        let t = Instant::now();
+        let mut r = Reader::default();
+        // Acknowledged bytes grow 100 000 a second, then 300 000: the
+        // receiver grew its buffer.
+        let mut acked = 1_000_000;
+        for tick in 0..40 {
+            acked += if tick < 20 { 10_000 } else { 30_000 };
+            r.observe(&look(acked, 0, 16_000), 20_000, t + ms(tick * 100));
+        }
+        assert!(!r.paced(), "{}", r.rate());
+        // Then steady: learned at its own pace.
+        for tick in 40..80 {
+            acked += 30_000;
+            r.observe(&look(acked, 0, 16_000), 20_000, t + ms(tick * 100));
+        }
+        assert!((r.rate() - 300_000.0).abs() < 1.0, "{}", r.rate());
     }
 
     #[test]

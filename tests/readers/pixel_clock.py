@@ -3,6 +3,8 @@
 
     pixel_clock.py produce FPS SECONDS      JPEGs on stdout, FPS a second
     pixel_clock.py read JPEG_FILE           prints the frame's age in ms
+    pixel_clock.py written FILE...          prints, per file, its age when
+                                            written (its mtime less its clock)
 
 The time (Unix milliseconds, low 32 bits) is drawn as 32 black or white
 blocks of 20 x 20 pixels in a 640 x 480 grey frame, most significant bit
@@ -68,5 +70,13 @@ def produce(fps, seconds):
 if __name__ == "__main__":
     if sys.argv[1] == "produce":
         produce(float(sys.argv[2]), float(sys.argv[3]))
+    elif sys.argv[1] == "written":
+        import os
+        for path in sys.argv[2:]:
+            img = cv2.imread(path)
+            if img is None:
+                continue
+            written = int(os.stat(path).st_mtime * 1000) & 0xFFFFFFFF
+            print((written - decode(img)) & 0xFFFFFFFF)
     else:
         print(age_ms(cv2.imread(sys.argv[2])))
