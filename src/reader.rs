@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 /// while its buffer stayed full: at any look with the window closed the
 /// buffer is within a sixteenth of full, so the span must be long against
 /// that for the pace to be within a few percent.
-const LEARN_SPAN: Duration = Duration::from_secs(3);
+const LEARN_SPAN: Duration = Duration::from_secs(4);
 
 /// Closed windows further apart than this are not one stretch of a reader
 /// behind: it caught up in between.
@@ -163,7 +163,7 @@ impl Reader {
 fn steady_rate(closed: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
     let (&(first_at, first), &(last_at, last)) = (closed.first()?, closed.last()?);
     let span = last_at.saturating_duration_since(first_at);
-    if span < LEARN_SPAN {
+    if span < LEARN_SPAN || closed.len() < MIN_STEPS {
         return None;
     }
     let half = first_at + span / 2;
@@ -187,9 +187,13 @@ fn steady_rate(closed: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
     }
 }
 
+/// A slow reader's buffer reopens in few, large steps: fewer than this
+/// many in a span say too little of its pace.
+const MIN_STEPS: usize = 6;
+
 /// How far the two halves of a span may differ in rate for it to be the
 /// reader's own pace.
-const STEADY: f64 = 0.25;
+const STEADY: f64 = 0.35;
 
 /// The longest drain: a reader with a huge buffer and a trickle of a pace
 /// still gets a frame this often.
@@ -246,16 +250,16 @@ mod tests {
         let t = Instant::now();
         let mut r = Reader::default();
         r.observe(&look(0, 1_000_000, 0), 20_000, t);
-        behind(&mut r, t + ms(1000), 0..3);
-        assert!(!r.paced(), "closed from 1.1 to 3.9 s: under 3 s");
-        assert!(r.behind(t + ms(3900)));
-        behind(&mut r, t + ms(1000), 3..4);
-        // Closed at 1.1 s and at 4.1 s, 600 000 bytes acknowledged between.
+        behind(&mut r, t + ms(1000), 0..5);
+        assert!(!r.paced(), "five steps, 1.1 to 5.1 s, say too little");
+        assert!(r.behind(t + ms(5900)));
+        behind(&mut r, t + ms(1000), 5..6);
+        // Six steps from 1.1 s to 6.1 s, 200 000 bytes apart.
         assert!((r.rate() - 200_000.0).abs() < 1.0, "{}", r.rate());
-        let learned = t + ms(4900);
+        let learned = t + ms(6900);
         // Its buffer (2 x the widest window) drains in 10 s from the look
         // that taught it.
-        let drained = t + ms(4100) + Duration::from_secs_f64(2_000_000.0 / 200_000.0);
+        let drained = t + ms(6100) + Duration::from_secs_f64(2_000_000.0 / 200_000.0);
         assert_eq!(r.next_start(learned), Some(drained));
         // Then 8 frames a second, 0.8 of its 10.
         let later = drained + ms(500);
