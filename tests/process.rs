@@ -187,8 +187,10 @@ fn sigterm_sigint_and_sighup_end_the_server_like_the_end_of_input() {
     }
 }
 
-#[test]
-fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait() {
+/// A server with a viewer sitting on a frame far larger than its socket
+/// takes, and the server's uptime (its own clock, from `/stats`) once the
+/// frame is in.
+fn server_with_a_viewer_on_a_frame() -> (Server, std::net::TcpStream, f64) {
     let mut server = Server::start(&[]);
     let stalled = server.stalled_viewer("/video.mjpg");
     // A frame far larger than the socket takes: the viewer sits on the rest.
@@ -197,18 +199,60 @@ fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait()
     common::wait_until("the frame is in", || {
         common::json_number(&server.stats(), "frames_in") == 1.0
     });
-    signal(&server, libc::SIGTERM);
-    let first = Instant::now();
-    common::wait_until("the drain has begun", || {
-        server.stderr.lock().unwrap().contains("finishing the frames in flight")
-    });
-    assert!(server.child.try_wait().unwrap().is_none(), "exited without waiting for the viewer");
+    let uptime = common::json_number(&server.stats(), "uptime_s");
+    (server, stalled, uptime)
+}
+
+/// The server's uptime at its exit, from its last line (`done: 2.1 s, ...`,
+/// to a tenth of a second).
+fn uptime_at_exit(server: &Server) -> f64 {
+    let log = server.stderr.lock().unwrap().clone();
+    let done = log.lines().find_map(|l| l.strip_prefix("done: ")).expect("the final report");
+    done.split_once(" s,").expect("the uptime first").0.parse().unwrap()
+}
+
+/// How long the server waits, draining, for viewers to take their frame.
+const DRAIN_SECS: f64 = 2.0;
+
+/// What rounding the uptimes to a tenth and a thousandth of a second can
+/// take off or add to a span between them.
+const ROUNDING: f64 = 0.06;
+
+#[test]
+fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait() {
+    // Both are read on the server's own clock, from its uptime before the
+    // signal (the drain starts after it; to a millisecond) to its uptime at
+    // exit (to a tenth of a second): 0.06 s of rounding either way. A
+    // loaded machine or a slow test can make the first wait longer, never
+    // shorter, and cannot delay the second signal, sent with the first.
+
+    // One signal: the server drains, waiting for the viewer until the
+    // drain's end, then exits by itself.
+    let (mut server, stalled, before) = server_with_a_viewer_on_a_frame();
     signal(&server, libc::SIGTERM);
     let status = server.wait_keeping_stdin();
-    // The drain alone would have lasted two seconds.
-    assert!(first.elapsed() < Duration::from_millis(1500), "the second signal waited");
     assert_eq!(status.code(), Some(0));
-    assert!(server.stderr.lock().unwrap().contains("done: "));
+    assert!(server.stderr.lock().unwrap().contains("finishing the frames in flight"));
+    let waited = uptime_at_exit(&server) - before;
+    eprintln!("one signal: exited {waited:.2} s after it");
+    assert!(waited >= DRAIN_SECS - ROUNDING, "exited {waited:.2} s after the signal, not waiting");
+    drop(stalled);
+
+    // Two signals, of two kinds so that neither is merged into the other:
+    // the first starts the drain, the second ends it at once.
+    let (mut server, stalled, before) = server_with_a_viewer_on_a_frame();
+    signal(&server, libc::SIGTERM);
+    signal(&server, libc::SIGINT);
+    let status = server.wait_keeping_stdin();
+    assert_eq!(status.code(), Some(0));
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("finishing the frames in flight"), "{log}");
+    let waited = uptime_at_exit(&server) - before;
+    eprintln!("two signals: exited {waited:.2} s after them");
+    assert!(
+        waited < DRAIN_SECS - ROUNDING,
+        "the second signal waited for the drain: {waited:.2} s"
+    );
     drop(stalled);
 }
 
