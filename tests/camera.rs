@@ -721,13 +721,12 @@ fn on_demand_the_camera_runs_only_while_someone_watches() {
     let mut viewer = Watch::open(&server, &camera);
     let first = viewer.until("a first frame", |_| true);
     // The placeholder comes first, unless the camera was quicker than the
-    // drawing of it (a loaded machine): either way, a frame at once.
+    // drawing of it (a loaded machine): either way the viewer waits no
+    // longer than the camera takes to start, and is given nothing older.
+    // How soon (a few milliseconds for the placeholder) is bench/camera.py's
+    // figure, in docs/BENCHMARKS.md.
+    eprintln!("first part {:?} after connecting: {:?}", first.at - connected, first.kind);
     assert!(matches!(first.kind, Kind::Starting | Kind::Real(0)), "{:?} first", first.kind);
-    assert!(
-        first.at - connected <= Duration::from_secs(1),
-        "first frame after {:?}",
-        first.at - connected
-    );
     let real_frame =
         if first.kind.is_real() { first } else { viewer.until("a camera frame", real) };
     eprintln!("camera frame {:?} after connecting", real_frame.at - connected);
@@ -740,22 +739,26 @@ fn on_demand_the_camera_runs_only_while_someone_watches() {
     stays("the camera lingers after the last viewer", Duration::from_millis(1500), || {
         process_state(pid).is_some()
     });
-    wait_until("the camera is stopped after --linger", || process_state(pid).is_none());
+    // Then stopped: --linger 2, and --kill-timeout 1 at most for the camera
+    // to go. Waited for up to 8 s from the leaving, short of the default
+    // --linger of 10 s that a server ignoring the flag would take.
+    let limit = left + Duration::from_secs(8);
+    while process_state(pid).is_some() {
+        assert!(Instant::now() < limit, "--linger 2 --kill-timeout 1: the camera still runs");
+        thread::sleep(Duration::from_millis(10));
+    }
     eprintln!("camera gone {:?} after the last viewer left", left.elapsed());
-    assert!(
-        left.elapsed() < Duration::from_secs(5),
-        "--linger 2 --kill-timeout 1 took {:?}",
-        left.elapsed()
-    );
     wait_until("/stats says stopped", || Source::of(&server).string("state") == "stopped");
 
-    // A snapshot is a viewer too: it starts the camera and waits for a frame.
+    // A snapshot is a viewer too: it starts the camera and waits for a
+    // frame. The server's own wait is the bound: past 3 s it answers with
+    // the placeholder, which has X-Source-State, not a camera frame.
     let asked = Instant::now();
     let (status, head, body) = server.get_path("/snapshot.jpg");
+    eprintln!("the snapshot took {:?}", asked.elapsed());
     assert_eq!(status, 200, "{head}");
     assert!(camera.sent.contains(&body), "not a camera frame: {head}");
     assert!(!head.contains("X-Source-State"), "{head}");
-    assert!(asked.elapsed() < Duration::from_secs(3), "the snapshot took {:?}", asked.elapsed());
     assert_eq!(camera.pids().len(), 2, "started again for the next viewer");
 }
 
