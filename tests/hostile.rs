@@ -1266,7 +1266,8 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
     let _serial = serial();
     let mut server = Server::start(&[]);
     let sent = Arc::new(frames(30));
-    let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
+    let received = Arc::new(AtomicUsize::new(0));
+    let viewer = watch_counting(Viewer::open(&server, "/video.mjpg"), &sent, Arc::clone(&received));
     let stalled = server.stalled_viewer("/video.mjpg");
     produce(&mut server, &sent[..1], Duration::ZERO);
     wait_for("the first frame is in", || stat(&server, "frames_in") == 1.0);
@@ -1274,17 +1275,26 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
     // All 30 frames in each write, as fast as the pipe takes them.
     let batch = Arc::new(vec![sent.concat()]);
     let producer = Producer::start(&mut server, &batch, Duration::ZERO);
+    // Reading the input takes turns with the clients: while the input
+    // floods in, for at least 2 s and until the viewer has taken 20 frames
+    // and /stats has been answered 20 times (each within STEP), all within
+    // STEP. A loop that read the input until it ran dry would shut them out
+    // for as long as the producer kept the pipe full.
     let start = Instant::now();
-    let mut rss_max = rss_before;
-    let mut stats_took = Duration::ZERO;
-    while start.elapsed() < Duration::from_secs(2) {
-        thread::sleep(Duration::from_millis(20));
-        rss_max = rss_max.max(server.rss_kib());
-        // The server answers while the input floods in.
-        let asked = Instant::now();
-        server.stats();
-        stats_took = stats_took.max(asked.elapsed());
-    }
+    let frames_before = received.load(Ordering::SeqCst);
+    let (mut answered, mut rss_max) = (0, rss_before);
+    wait_for(
+        "the viewer takes 20 frames and /stats answers 20 times as the input floods in",
+        || {
+            rss_max = rss_max.max(server.rss_kib());
+            server.stats();
+            answered += 1;
+            start.elapsed() >= Duration::from_secs(2)
+                && received.load(Ordering::SeqCst) >= frames_before + 20
+                && answered >= 20
+        },
+    );
+    let during = received.load(Ordering::SeqCst) - frames_before;
     let written = producer.finish(&mut server) * sent.len() + 1;
     let secs = start.elapsed().as_secs_f64();
     wait_for("the server has read everything", || stat(&server, "frames_in") == written as f64);
@@ -1295,24 +1305,18 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
         "flat-out producer: {written} frames ({:.0} fps, {:.0} MB/s) in {secs:.1} s; the \
          reading viewer got {} of them, longest gap {} ms; the stalled one skipped; \
          frames_skipped {}; RSS {rss_before} KiB before, at most {rss_max} KiB; /stats \
-         answered within {} ms",
+         answered {answered} times and the viewer got {during} frames as the input flooded in",
         written as f64 / secs,
         (written * sent[0].len()) as f64 / secs / 1e6,
         got.order.len(),
         got.max_gap.as_millis(),
         json_number(&stats, "frames_skipped"),
-        stats_took.as_millis(),
     );
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() > 10, "the viewer got {} frames", got.order.len());
     assert_eq!(counters(&stats), [written as u64, 0, 0, 0], "{stats}");
     assert!(json_number(&stats, "frames_skipped") > 0.0, "{stats}");
     assert!(rss_max < rss_before + 4096, "RSS grew from {rss_before} to {rss_max} KiB");
-    // Reading the input takes turns with the clients: a flood never shuts
-    // them out. How short the waits are is for bench/; a loaded machine or
-    // qemu must not fail this, a loop that starved clients would.
-    assert!(stats_took < Duration::from_secs(2), "/stats took {stats_took:?}");
-    assert!(got.max_gap < Duration::from_secs(2), "the viewer waited {:?}", got.max_gap);
     drop(stalled);
 }
 
