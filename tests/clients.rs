@@ -1,6 +1,8 @@
 //! The real clients people point at a camera, against the real binary:
-//! FFmpeg, OpenCV, VLC, curl and Chromium. Each test skips with a message
-//! when its program is missing (and fails under CI, which installs them).
+//! FFmpeg, OpenCV, VLC, curl and Chromium. Each test that needs a program
+//! is `#[ignore]`d with the reason, so a plain `cargo test` lists it as
+//! ignored; `--include-ignored` (as .ci/run runs them) makes it run, and a
+//! missing program is then a failure (`common::require`), never a skip.
 //! They run one at a time: each client is heavy for a two-core machine.
 
 mod common;

@@ -190,9 +190,18 @@ fn the_page_and_the_probe_read_the_screen_clock_through_the_server() {
         assert!(min >= 1.0 && max <= 1000.0, "{who}: latency {min}..{max} ms: {context}");
     }
     // The server's own share, from the tee's log of each frame's last byte
-    // entering its pipe to the probe's read of that frame.
+    // entering its pipe to the probe's read of that frame. A server that
+    // holds a frame until the next one comes (as Flask's pattern server
+    // does, 34 ms at 30 fps) passes each on a frame interval late; this one
+    // passes it on at once. Half an interval tells the two apart whatever
+    // the machine's load; the figure itself (about 0.1 ms) is
+    // bench/glass.sh's, in docs/LATENCY.md.
     assert!(get(probe, "paired") >= MIN_READINGS, "too few frames paired with the tee: {context}");
     let server_p50 = get(probe, "server_p50_ms");
-    assert!(server_p50 < 2.0, "the server's share: median {server_p50} ms: {context}");
+    let half_interval = 1000.0 / f64::from(FPS) / 2.0;
+    assert!(
+        server_p50 < half_interval,
+        "the server's share: median {server_p50} ms, half a frame interval or more: {context}"
+    );
     eprintln!("glass-to-glass in {:?}: {report}", started.elapsed());
 }

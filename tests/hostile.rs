@@ -12,7 +12,7 @@ use socket2::SockRef;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::ChildStdin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -41,25 +41,36 @@ fn raise_nofile(want: libc::rlim_t) -> libc::rlim_t {
     limit.rlim_cur
 }
 
-/// The CPU time (user and system) the server has used so far.
-fn cpu_time(server: &Server) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
-    // Fields after the command name, which is in parentheses: state is
-    // field 3 of the whole line, utime 14 and stime 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
+/// The loop's thread (the server's main thread) so far: its time on a CPU,
+/// and how many times it gave the CPU up (voluntary context switches: its
+/// waits in `epoll_wait`, mostly).
+fn loop_usage(server: &Server) -> (Duration, u64) {
+    let task = format!("/proc/{0}/task/{0}", server.child.id());
+    let schedstat = std::fs::read_to_string(format!("{task}/schedstat")).unwrap();
+    let ns = schedstat.split_whitespace().next().unwrap().parse().unwrap();
+    let status = std::fs::read_to_string(format!("{task}/status")).unwrap();
+    let waits = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"));
+    (Duration::from_nanos(ns), waits.unwrap().trim().parse().unwrap())
 }
 
-/// The share of one core the server used over the next `span`, in percent.
-fn cpu_percent(server: &Server, span: Duration) -> f64 {
-    let (cpu, start) = (cpu_time(server), Instant::now());
+/// What the loop did over the next `span`: its CPU time, and how many
+/// times it waited.
+///
+/// A loop that waits for events gives the CPU up at each wait and works
+/// briefly in between; one that spins never waits, and takes whatever CPU
+/// it is given. CPU time per wait tells them apart on an idle machine and
+/// on a loaded one alike: load stretches the span, not the work of a turn.
+fn loop_over(server: &Server, span: Duration) -> (Duration, u64) {
+    let (cpu, waits) = loop_usage(server);
     thread::sleep(span);
-    let used = cpu_time(server) - cpu;
-    100.0 * used.as_secs_f64() / start.elapsed().as_secs_f64()
+    let (cpu_after, waits_after) = loop_usage(server);
+    (cpu_after - cpu, waits_after - waits)
 }
+
+/// The most CPU time a turn of the loop may take between two waits, here:
+/// a frame read and sent to a viewer takes well under a millisecond of the
+/// debug build.
+const CPU_PER_WAIT: Duration = Duration::from_millis(5);
 
 /// Waits until `done` says yes, failing the test after [`STEP`].
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -142,7 +153,17 @@ struct Received {
 
 /// Reads the viewer's stream on a thread until it ends, checking each frame
 /// against the frames written.
-fn watch(mut viewer: Viewer, sent: &Arc<Vec<Vec<u8>>>) -> JoinHandle<Received> {
+fn watch(viewer: Viewer, sent: &Arc<Vec<Vec<u8>>>) -> JoinHandle<Received> {
+    watch_counting(viewer, sent, Arc::default())
+}
+
+/// As [`watch`], counting in `received` the frames received so far, for
+/// the test to wait on.
+fn watch_counting(
+    mut viewer: Viewer,
+    sent: &Arc<Vec<Vec<u8>>>,
+    received: Arc<AtomicUsize>,
+) -> JoinHandle<Received> {
     let sent = Arc::clone(sent);
     thread::spawn(move || {
         let mut got = Received::default();
@@ -157,6 +178,7 @@ fn watch(mut viewer: Viewer, sent: &Arc<Vec<Vec<u8>>>) -> JoinHandle<Received> {
                 Some(i) => got.order.push(i),
                 None => got.corrupt += 1,
             }
+            received.fetch_add(1, Ordering::SeqCst);
         }
         got
     })
@@ -247,7 +269,8 @@ fn slowloris_clients_are_cut_at_the_request_timeout_while_a_viewer_is_served() {
     raise_nofile(CONNECTIONS as libc::rlim_t + 512);
     let mut server = Server::start(&["--request-timeout", "3"]);
     let sent = Arc::new(frames(30));
-    let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
+    let received = Arc::new(AtomicUsize::new(0));
+    let viewer = watch_counting(Viewer::open(&server, "/video.mjpg"), &sent, Arc::clone(&received));
     let producer = Producer::start(&mut server, &sent, Duration::from_micros(33_333));
 
     struct Slow {
@@ -266,6 +289,10 @@ fn slowloris_clients_are_cut_at_the_request_timeout_while_a_viewer_is_served() {
             Slow { socket, at: Instant::now(), sent: 0, closed: None, answered: 0 }
         })
         .collect();
+    // Frames the viewer got while every slow client was connected: from
+    // now until the first is seen closed.
+    let received_at_connect = received.load(Ordering::SeqCst);
+    let mut while_connected = None;
     let deadline = Instant::now() + TIMEOUT + Duration::from_secs(4);
     let mut buf = [0; 512];
     while slow.iter().any(|s| s.closed.is_none()) && Instant::now() < deadline {
@@ -289,6 +316,9 @@ fn slowloris_clients_are_cut_at_the_request_timeout_while_a_viewer_is_served() {
                 Err(_) => s.closed = Some(age),
             }
         }
+        if while_connected.is_none() && slow.iter().any(|s| s.closed.is_some()) {
+            while_connected = Some(received.load(Ordering::SeqCst) - received_at_connect);
+        }
         thread::sleep(Duration::from_millis(20));
     }
     let stats = server.stats();
@@ -300,10 +330,12 @@ fn slowloris_clients_are_cut_at_the_request_timeout_while_a_viewer_is_served() {
     let earliest = closed.iter().min().copied().unwrap_or_default();
     let latest = closed.iter().max().copied().unwrap_or_default();
     let most_sent = slow.iter().map(|s| s.sent).max().unwrap();
+    let while_connected = while_connected.unwrap_or_default();
     eprintln!(
         "slowloris: {CONNECTIONS} connections at 1 byte/s (at most {most_sent} bytes each), \
          --request-timeout 3: {} closed, after {:.2} to {:.2} s; clients_timed_out {}; \
-         viewer got {} of {produced} frames, longest gap {} ms",
+         viewer got {} of {produced} frames, {while_connected} while they were all \
+         connected, longest gap {} ms",
         closed.len(),
         earliest.as_secs_f64(),
         latest.as_secs_f64(),
@@ -318,7 +350,13 @@ fn slowloris_clients_are_cut_at_the_request_timeout_while_a_viewer_is_served() {
     assert_eq!(json_number(&stats, "clients_timed_out"), CONNECTIONS as f64, "{stats}");
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() * 10 >= produced * 9, "viewer got {} of {produced}", got.order.len());
-    assert!(got.max_gap < Duration::from_millis(500), "viewer waited {:?}", got.max_gap);
+    // Served while they were all there: about 90 frames are written in the
+    // 3 s before the timeout cuts them, and a server held up by them
+    // would pass on few or none.
+    assert!(
+        while_connected >= 30,
+        "the viewer got {while_connected} frames while they were all connected"
+    );
 }
 
 #[test]
@@ -475,54 +513,65 @@ fn a_viewer_that_floods_the_server_with_bytes_does_not_hold_up_the_others() {
     const FLOOD: Duration = Duration::from_secs(2);
     let mut server = Server::start(&[]);
     let sent = Arc::new(frames(30));
-    let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
+    let received = Arc::new(AtomicUsize::new(0));
+    let viewer = watch_counting(Viewer::open(&server, "/video.mjpg"), &sent, Arc::clone(&received));
     let producer = Producer::start(&mut server, &sent, Duration::from_micros(33_333));
     wait_for("frames flow", || stat(&server, "frames_in") >= 2.0);
     let rss_before = server.rss_kib();
-    // A streaming client that never reads and sends as fast as it can.
+    // A streaming client that never reads and sends as fast as it can
+    // until it is told to stop.
     let mut flood = server.stalled_viewer("/video.mjpg");
-    let flooder = thread::spawn(move || {
-        let start = Instant::now();
-        let chunk = garbage(64 << 10, 3);
-        let mut bytes = 0usize;
-        flood.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
-        while start.elapsed() < FLOOD {
-            match flood.write(&chunk) {
-                Ok(n) => bytes += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => break,
+    let (stop, flooded) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let flooder = {
+        let (stop, flooded) = (Arc::clone(&stop), Arc::clone(&flooded));
+        thread::spawn(move || {
+            let start = Instant::now();
+            let chunk = garbage(64 << 10, 3);
+            flood.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match flood.write(&chunk) {
+                    Ok(n) => _ = flooded.fetch_add(n, Ordering::SeqCst),
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
             }
-        }
-        (bytes, start.elapsed())
-    });
-    // The server answers others while the flood goes on.
-    let mut stats_took = Duration::ZERO;
-    let mut rss_max = rss_before;
-    while !flooder.is_finished() {
-        let asked = Instant::now();
+            start.elapsed()
+        })
+    };
+    wait_for("the flood is under way", || flooded.load(Ordering::SeqCst) > 0);
+    // The server answers others while the flood goes on: for at least
+    // FLOOD, and until the viewer has taken 30 frames and /stats has been
+    // answered 10 times, each an answer within STEP (the read timeout).
+    let start = Instant::now();
+    let frames_before = received.load(Ordering::SeqCst);
+    let (mut answered, mut rss_max) = (0, rss_before);
+    wait_for("the viewer takes 30 frames and /stats answers 10 times during the flood", || {
+        assert!(!flooder.is_finished(), "the flood ended: the server closed the connection");
         server.stats();
-        stats_took = stats_took.max(asked.elapsed());
+        answered += 1;
         rss_max = rss_max.max(server.rss_kib());
-        thread::sleep(Duration::from_millis(20));
-    }
-    let (flooded, flood_took) = flooder.join().unwrap();
+        start.elapsed() >= FLOOD
+            && received.load(Ordering::SeqCst) >= frames_before + 30
+            && answered >= 10
+    });
+    let during = received.load(Ordering::SeqCst) - frames_before;
+    stop.store(true, Ordering::SeqCst);
+    let flood_took = flooder.join().unwrap();
+    let flooded = flooded.load(Ordering::SeqCst);
     let produced = producer.finish(&mut server);
     finish(&mut server);
     let got = viewer.join().unwrap();
     eprintln!(
-        "a talking viewer: sent {} MiB in {:.1} s; /stats answered within {} ms meanwhile; RSS \
-         {rss_before} KiB, at most {rss_max} KiB; the other viewer got {} of {produced} frames, \
-         longest gap {} ms",
+        "a talking viewer: sent {} MiB in {:.1} s; meanwhile /stats answered {answered} times \
+         and the other viewer got {during} frames; RSS {rss_before} KiB, at most {rss_max} KiB; \
+         the other viewer got {} of {produced} frames, longest gap {} ms",
         flooded >> 20,
         flood_took.as_secs_f64(),
-        stats_took.as_millis(),
         got.order.len(),
         got.max_gap.as_millis()
     );
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() * 10 >= produced * 9, "viewer got {} of {produced}", got.order.len());
-    assert!(got.max_gap < Duration::from_millis(300), "viewer waited {:?}", got.max_gap);
-    assert!(stats_took < Duration::from_millis(300), "/stats took {stats_took:?}");
     // The server reads a little per event and lets TCP slow the flood down,
     // rather than spend its time reading gigabytes of it.
     assert!(flooded < 256 << 20, "the server took {} MiB of junk", flooded >> 20);
@@ -621,18 +670,23 @@ fn a_viewer_that_never_reads_is_closed_at_the_client_timeout() {
 fn peers_that_reset_mid_frame_or_half_close_are_dropped_quietly() {
     let _serial = serial();
     const MIN_ROUNDS: usize = 50;
+    const MIN_FRAMES: usize = 60;
     let mut server = Server::start(&[]);
     let sent = Arc::new(frames(30));
-    let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
+    let received = Arc::new(AtomicUsize::new(0));
+    let viewer = watch_counting(Viewer::open(&server, "/video.mjpg"), &sent, Arc::clone(&received));
     let producer = Producer::start(&mut server, &sent, Duration::from_micros(16_667));
     wait_for("frames flow", || stat(&server, "frames_in") >= 2.0);
     let request = b"GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-    // Rounds of the four for at least 2 s, so that the viewer's stream is
-    // measured while they come and go.
+    // Rounds of the four for at least 2 s, and until the viewer has taken
+    // 60 frames while they come and go (within STEP).
     let start = Instant::now();
+    let frames_before = received.load(Ordering::SeqCst);
+    let during = || received.load(Ordering::SeqCst) - frames_before;
     let (mut rounds, mut stream_closed, mut partial_closed) = (0, Duration::ZERO, Duration::ZERO);
-    while rounds < MIN_ROUNDS || start.elapsed() < Duration::from_secs(2) {
+    while rounds < MIN_ROUNDS || start.elapsed() < Duration::from_secs(2) || during() < MIN_FRAMES {
+        assert!(start.elapsed() < STEP, "the viewer took {} frames in {STEP:?}", during());
         rounds += 1;
         // A reset in the middle of a frame: a few KiB of it read, the rest
         // in flight.
@@ -673,6 +727,7 @@ fn peers_that_reset_mid_frame_or_half_close_are_dropped_quietly() {
         thread::sleep(Duration::from_millis(4));
     }
     let abuse = start.elapsed();
+    let during = during();
     wait_for("only the viewer and the stats request are left", || stat(&server, "clients") == 2.0);
     let stats = server.stats();
     let produced = producer.finish(&mut server);
@@ -681,8 +736,8 @@ fn peers_that_reset_mid_frame_or_half_close_are_dropped_quietly() {
     eprintln!(
         "{rounds} rounds in {:.1} s of a reset mid-frame, a half-closed stream (closed within \
          {} ms), a half-closed partial request (closed within {} ms) and a half-closed /stats \
-         request (answered): the viewer got {} of {produced} frames, longest gap {} ms; \
-         clients_timed_out {}",
+         request (answered): the viewer got {during} frames meanwhile, {} of {produced} in all, \
+         longest gap {} ms; clients_timed_out {}",
         abuse.as_secs_f64(),
         stream_closed.as_millis(),
         partial_closed.as_millis(),
@@ -701,7 +756,6 @@ fn peers_that_reset_mid_frame_or_half_close_are_dropped_quietly() {
     assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() * 10 >= produced * 9, "viewer got {} of {produced}", got.order.len());
-    assert!(got.max_gap < Duration::from_millis(500), "viewer waited {:?}", got.max_gap);
 }
 
 #[test]
@@ -917,7 +971,7 @@ fn ten_thousand_idle_connections_are_held_while_the_stream_goes_on() {
     let connect_secs = start.elapsed().as_secs_f64();
     wait_for("every idle connection is accepted", || stat(&server, "clients") == (IDLE + 1) as f64);
     let rss_held = server.rss_kib();
-    let cpu_idle = cpu_percent(&server, Duration::from_secs(2));
+    let (cpu_idle, waits_idle) = loop_over(&server, Duration::from_secs(2));
     // The stream goes on for a viewer while they are held.
     let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
     let cycle: Vec<Vec<u8>> = sent.iter().cycle().take(60).cloned().collect();
@@ -930,7 +984,8 @@ fn ten_thousand_idle_connections_are_held_while_the_stream_goes_on() {
     let got = viewer.join().unwrap();
     eprintln!(
         "{IDLE} idle connections: connected in {connect_secs:.2} s; RSS {rss_before} -> \
-         {rss_held} KiB ({:.2} KiB each); CPU {cpu_idle:.1}% of a core while held; clients {} \
+         {rss_held} KiB ({:.2} KiB each); while held, the loop used {cpu_idle:?} of CPU over 2 s \
+         and waited {waits_idle} times; clients {} \
          with the viewer; all gone {released_secs:.2} s after the start; the viewer got {} \
          frames (60 written while it watched, and the one it joined on), longest gap {} ms",
         (rss_held.saturating_sub(rss_before)) as f64 / IDLE as f64,
@@ -941,9 +996,11 @@ fn ten_thousand_idle_connections_are_held_while_the_stream_goes_on() {
     assert_eq!(json_number(&stats, "clients"), (IDLE + 2) as f64, "{stats}");
     assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
     assert!(rss_held < rss_before + 20 * 1024, "RSS grew from {rss_before} to {rss_held} KiB");
-    // A loop that spun on them would take a whole core; the figure itself
-    // is for bench/, and a loaded machine or qemu must not fail this.
-    assert!(cpu_idle < 50.0, "idle connections cost {cpu_idle:.1}% CPU");
+    // A loop that spun on them would use the CPU without waiting.
+    assert!(
+        cpu_idle <= CPU_PER_WAIT * (waits_idle as u32 + 1),
+        "with idle connections the loop used {cpu_idle:?} of CPU and waited {waits_idle} times"
+    );
     assert_eq!(got.corrupt, 0);
     // The viewer's first frame is the one before it joined.
     assert!(got.order.len() >= 54, "the viewer got {} of 60 frames", got.order.len());
@@ -989,7 +1046,7 @@ fn past_the_descriptors_its_limit_leaves_clients_get_503_without_spinning_then_a
     wait_for("every client past the limit has its 503", || {
         refused(&clients) >= CLIENTS - FILES as usize
     });
-    let cpu = cpu_percent(&server, Duration::from_secs(2));
+    let (cpu, waits) = loop_over(&server, Duration::from_secs(2));
     assert!(server.child.try_wait().unwrap().is_none(), "the server died");
     let rss_saturated = server.rss_kib();
     let turned_away = refused(&clients);
@@ -1003,14 +1060,19 @@ fn past_the_descriptors_its_limit_leaves_clients_get_503_without_spinning_then_a
     let log = finish(&mut server);
     let got = viewer.join().unwrap();
     eprintln!(
-        "{CLIENTS} connections against an open-files limit of {FILES}: {turned_away} got 503; CPU \
-         {cpu:.1}% of a core over 2 s while full; RSS {rss_saturated} KiB; served again {} ms \
-         after they closed; the viewer got {} of {produced} frames, longest gap {} ms",
+        "{CLIENTS} connections against an open-files limit of {FILES}: {turned_away} got 503; \
+         over 2 s while full the loop used {cpu:?} of CPU and waited {waits} times; RSS \
+         {rss_saturated} KiB; served again {} ms after they closed; the viewer got {} of \
+         {produced} frames, longest gap {} ms",
         back_after.as_millis(),
         got.order.len(),
         got.max_gap.as_millis()
     );
-    assert!(cpu < 30.0, "the server used {cpu:.1}% of a core while full");
+    // Accepting again at once, rather than answering 503, would spin.
+    assert!(
+        cpu <= CPU_PER_WAIT * (waits as u32 + 1),
+        "full, the loop used {cpu:?} of CPU and waited {waits} times"
+    );
     assert!(json_number(&stats, "clients_refused") >= turned_away as f64, "{stats}");
     assert_eq!(json_number(&stats, "accept_pauses"), 0.0, "{stats}");
     assert!(!log.contains("Too many open files"), "{log}");
@@ -1219,7 +1281,8 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
     let _serial = serial();
     let mut server = Server::start(&[]);
     let sent = Arc::new(frames(30));
-    let viewer = watch(Viewer::open(&server, "/video.mjpg"), &sent);
+    let received = Arc::new(AtomicUsize::new(0));
+    let viewer = watch_counting(Viewer::open(&server, "/video.mjpg"), &sent, Arc::clone(&received));
     let stalled = server.stalled_viewer("/video.mjpg");
     produce(&mut server, &sent[..1], Duration::ZERO);
     wait_for("the first frame is in", || stat(&server, "frames_in") == 1.0);
@@ -1227,17 +1290,26 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
     // All 30 frames in each write, as fast as the pipe takes them.
     let batch = Arc::new(vec![sent.concat()]);
     let producer = Producer::start(&mut server, &batch, Duration::ZERO);
+    // Reading the input takes turns with the clients: while the input
+    // floods in, for at least 2 s and until the viewer has taken 20 frames
+    // and /stats has been answered 20 times (each within STEP), all within
+    // STEP. A loop that read the input until it ran dry would shut them out
+    // for as long as the producer kept the pipe full.
     let start = Instant::now();
-    let mut rss_max = rss_before;
-    let mut stats_took = Duration::ZERO;
-    while start.elapsed() < Duration::from_secs(2) {
-        thread::sleep(Duration::from_millis(20));
-        rss_max = rss_max.max(server.rss_kib());
-        // The server answers while the input floods in.
-        let asked = Instant::now();
-        server.stats();
-        stats_took = stats_took.max(asked.elapsed());
-    }
+    let frames_before = received.load(Ordering::SeqCst);
+    let (mut answered, mut rss_max) = (0, rss_before);
+    wait_for(
+        "the viewer takes 20 frames and /stats answers 20 times as the input floods in",
+        || {
+            rss_max = rss_max.max(server.rss_kib());
+            server.stats();
+            answered += 1;
+            start.elapsed() >= Duration::from_secs(2)
+                && received.load(Ordering::SeqCst) >= frames_before + 20
+                && answered >= 20
+        },
+    );
+    let during = received.load(Ordering::SeqCst) - frames_before;
     let written = producer.finish(&mut server) * sent.len() + 1;
     let secs = start.elapsed().as_secs_f64();
     wait_for("the server has read everything", || stat(&server, "frames_in") == written as f64);
@@ -1248,24 +1320,18 @@ fn a_producer_writing_flat_out_is_kept_up_with_or_skipped_never_queued() {
         "flat-out producer: {written} frames ({:.0} fps, {:.0} MB/s) in {secs:.1} s; the \
          reading viewer got {} of them, longest gap {} ms; the stalled one skipped; \
          frames_skipped {}; RSS {rss_before} KiB before, at most {rss_max} KiB; /stats \
-         answered within {} ms",
+         answered {answered} times and the viewer got {during} frames as the input flooded in",
         written as f64 / secs,
         (written * sent[0].len()) as f64 / secs / 1e6,
         got.order.len(),
         got.max_gap.as_millis(),
         json_number(&stats, "frames_skipped"),
-        stats_took.as_millis(),
     );
     assert_eq!(got.corrupt, 0);
     assert!(got.order.len() > 10, "the viewer got {} frames", got.order.len());
     assert_eq!(counters(&stats), [written as u64, 0, 0, 0], "{stats}");
     assert!(json_number(&stats, "frames_skipped") > 0.0, "{stats}");
     assert!(rss_max < rss_before + 4096, "RSS grew from {rss_before} to {rss_max} KiB");
-    // Reading the input takes turns with the clients: a flood never shuts
-    // them out. How short the waits are is for bench/; a loaded machine or
-    // qemu must not fail this, a loop that starved clients would.
-    assert!(stats_took < Duration::from_secs(2), "/stats took {stats_took:?}");
-    assert!(got.max_gap < Duration::from_secs(2), "the viewer waited {:?}", got.max_gap);
     drop(stalled);
 }
 

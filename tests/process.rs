@@ -110,16 +110,24 @@ fn start_with_stderr_pipe(args: &[&str]) -> (Killed, u16, BufReader<File>, Owned
     (Killed(child), port.parse().unwrap(), lines, ours)
 }
 
-/// Reads frames from the server at `port` for `span`; returns how many.
-fn frames_for(port: u16, span: Duration) -> usize {
+/// Reads frames from the server at `port` until the server's own stamps on
+/// them (`X-Timestamp`, taken as it read each frame) span `span`; returns
+/// how many. A server that dies ends the stream, and one that freezes sends
+/// nothing for [`STEP`]: either fails the test. A loaded machine only makes
+/// the frames fewer.
+fn frames_spanning(port: u16, span: Duration) -> usize {
     let mut viewer = Viewer::connect(port, "/video.mjpg");
-    let start = Instant::now();
+    let mut first = None;
     let mut n = 0;
-    while start.elapsed() < span {
-        viewer.next_frame();
+    loop {
+        let (headers, _) = viewer.try_next_part().expect("the stream went on");
         n += 1;
+        let stamp = headers.lines().find_map(|l| l.strip_prefix("X-Timestamp: ")).unwrap();
+        let stamp: f64 = stamp.parse().unwrap();
+        if stamp - *first.get_or_insert(stamp) >= span.as_secs_f64() {
+            return n;
+        }
     }
-    n
 }
 
 #[test]
@@ -127,11 +135,10 @@ fn a_closed_stderr_neither_kills_nor_stops_the_server() {
     let (mut server, port, lines, ours) = start_with_stderr_pipe(&["--stats", "1"]);
     drop(lines);
     drop(ours);
-    // Three stats lines go to a pipe with no reader (EPIPE) meanwhile.
-    let got = frames_for(port, Duration::from_secs(3));
-    // 30 are due; a server that died or froze sends one or none. (A loaded
-    // machine draws the debug build's pattern slower: no finer bound.)
-    assert!(got >= 10, "{got} frames in 3 s of the 10 fps pattern");
+    // Stats lines go to a pipe with no reader (EPIPE) once a second while
+    // the frames span 3 s of the server's clock.
+    let got = frames_spanning(port, Duration::from_secs(3));
+    eprintln!("{got} frames over 3 s of the 10 fps pattern with stderr closed");
     assert!(server.0.try_wait().unwrap().is_none(), "the server died");
 }
 
@@ -145,10 +152,11 @@ fn a_full_stderr_never_blocks_the_stream() {
     let mut filler = File::from(ours);
     let block = [b'.'; 4096];
     while filler.write(&block).is_ok() {}
-    // Stats lines now meet a full pipe every second (the log's unit tests
-    // show lines past its queue dropped and counted).
-    let got = frames_for(port, Duration::from_secs(4));
-    assert!(got >= 13, "{got} frames in 4 s of the 10 fps pattern while stderr was full");
+    // Stats lines now meet a full pipe every second while the frames span
+    // 4 s of the server's clock (the log's unit tests show lines past its
+    // queue dropped and counted).
+    let got = frames_spanning(port, Duration::from_secs(4));
+    eprintln!("{got} frames over 4 s of the 10 fps pattern while stderr was full");
     // Read the pipe again: the lines held back come through.
     let mut seen = String::new();
     let deadline = Instant::now() + STEP;
@@ -179,8 +187,10 @@ fn sigterm_sigint_and_sighup_end_the_server_like_the_end_of_input() {
     }
 }
 
-#[test]
-fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait() {
+/// A server with a viewer sitting on a frame far larger than its socket
+/// takes, and the server's uptime (its own clock, from `/stats`) once the
+/// frame is in.
+fn server_with_a_viewer_on_a_frame() -> (Server, std::net::TcpStream, f64) {
     let mut server = Server::start(&[]);
     let stalled = server.stalled_viewer("/video.mjpg");
     // A frame far larger than the socket takes: the viewer sits on the rest.
@@ -189,18 +199,60 @@ fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait()
     common::wait_until("the frame is in", || {
         common::json_number(&server.stats(), "frames_in") == 1.0
     });
-    signal(&server, libc::SIGTERM);
-    let first = Instant::now();
-    common::wait_until("the drain has begun", || {
-        server.stderr.lock().unwrap().contains("finishing the frames in flight")
-    });
-    assert!(server.child.try_wait().unwrap().is_none(), "exited without waiting for the viewer");
+    let uptime = common::json_number(&server.stats(), "uptime_s");
+    (server, stalled, uptime)
+}
+
+/// The server's uptime at its exit, from its last line (`done: 2.1 s, ...`,
+/// to a tenth of a second).
+fn uptime_at_exit(server: &Server) -> f64 {
+    let log = server.stderr.lock().unwrap().clone();
+    let done = log.lines().find_map(|l| l.strip_prefix("done: ")).expect("the final report");
+    done.split_once(" s,").expect("the uptime first").0.parse().unwrap()
+}
+
+/// How long the server waits, draining, for viewers to take their frame.
+const DRAIN_SECS: f64 = 2.0;
+
+/// What rounding the uptimes to a tenth and a thousandth of a second can
+/// take off or add to a span between them.
+const ROUNDING: f64 = 0.06;
+
+#[test]
+fn a_viewer_sitting_on_a_frame_is_waited_for_and_a_second_signal_ends_the_wait() {
+    // Both are read on the server's own clock, from its uptime before the
+    // signal (the drain starts after it; to a millisecond) to its uptime at
+    // exit (to a tenth of a second): 0.06 s of rounding either way. A
+    // loaded machine or a slow test can make the first wait longer, never
+    // shorter, and cannot delay the second signal, sent with the first.
+
+    // One signal: the server drains, waiting for the viewer until the
+    // drain's end, then exits by itself.
+    let (mut server, stalled, before) = server_with_a_viewer_on_a_frame();
     signal(&server, libc::SIGTERM);
     let status = server.wait_keeping_stdin();
-    // The drain alone would have lasted two seconds.
-    assert!(first.elapsed() < Duration::from_millis(1500), "the second signal waited");
     assert_eq!(status.code(), Some(0));
-    assert!(server.stderr.lock().unwrap().contains("done: "));
+    assert!(server.stderr.lock().unwrap().contains("finishing the frames in flight"));
+    let waited = uptime_at_exit(&server) - before;
+    eprintln!("one signal: exited {waited:.2} s after it");
+    assert!(waited >= DRAIN_SECS - ROUNDING, "exited {waited:.2} s after the signal, not waiting");
+    drop(stalled);
+
+    // Two signals, of two kinds so that neither is merged into the other:
+    // the first starts the drain, the second ends it at once.
+    let (mut server, stalled, before) = server_with_a_viewer_on_a_frame();
+    signal(&server, libc::SIGTERM);
+    signal(&server, libc::SIGINT);
+    let status = server.wait_keeping_stdin();
+    assert_eq!(status.code(), Some(0));
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("finishing the frames in flight"), "{log}");
+    let waited = uptime_at_exit(&server) - before;
+    eprintln!("two signals: exited {waited:.2} s after them");
+    assert!(
+        waited < DRAIN_SECS - ROUNDING,
+        "the second signal waited for the drain: {waited:.2} s"
+    );
     drop(stalled);
 }
 
