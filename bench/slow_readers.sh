@@ -8,7 +8,7 @@
 #
 # Environment: RATES [1 2 5 10 20 25 29 30], SECONDS_EACH [15], WARMUP
 # [20: a slow reader is learned once its buffer has filled, then drained],
-# PORT [18700], MTU [unset: the loopback as it is, 64 KiB; set, the runs go
+# CAPS [no yes: without and with ?fps=RATE], PORT [18700], MTU [unset: the loopback as it is, 64 KiB; set, the runs go
 # into a network namespace of their own whose loopback has that MTU, as a
 # LAN's 1500 gives a client 1448-byte segments; needs root]. The server
 # runs on CPU 0, the consumer on CPU 1.
@@ -30,7 +30,7 @@ for spec in "$@"; do
         for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/stats" && break; sleep 0.1; done
         if [ "$camera" = 90 ]; then list="30"; else list=$rates; fi
         for rate in $list; do
-            for cap in no yes; do
+            for cap in ${CAPS:-no yes}; do
                 query=""; [ "$cap" = yes ] && query="?fps=$rate"
                 line=$(taskset -c 1 python3 "$here/slow_consumer.py" \
                     "http://127.0.0.1:$port/video.mjpg$query" "$rate" "$secs" "$warmup")

@@ -155,36 +155,45 @@ impl Reader {
 }
 
 /// The bytes a second acknowledged over `closed` (looks with the buffer
-/// full) once they span [`LEARN_SPAN`] and the rate of their first half
-/// agrees with their second's within [`STEADY`]: while the receiver grows
-/// its buffer, the bytes acknowledged grow faster than its reads. None
+/// full), fitted by least squares once they span [`LEARN_SPAN`] in
+/// [`MIN_STEPS`] steps at least, if the fit of their first half agrees
+/// with their second's within [`STEADY`]: while the receiver grows its
+/// buffer, the bytes acknowledged grow faster than its reads. A fit, not
+/// the two ends, because a buffer reopens in steps of 64 KB or more. None
 /// while the span is short; the index of the middle look when the halves
 /// differ.
 fn steady_rate(closed: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
-    let (&(first_at, first), &(last_at, last)) = (closed.first()?, closed.last()?);
+    let (&(first_at, _), &(last_at, _)) = (closed.first()?, closed.last()?);
     let span = last_at.saturating_duration_since(first_at);
     if span < LEARN_SPAN || closed.len() < MIN_STEPS {
         return None;
     }
     let half = first_at + span / 2;
-    let middle = closed.iter().position(|&(at, _)| at >= half)?;
-    let (mid_at, mid) = closed[middle];
-    let rate = |(a_at, a): (Instant, u64), (b_at, b): (Instant, u64)| {
-        let secs = b_at.saturating_duration_since(a_at).as_secs_f64();
-        (secs > 0.0).then(|| b.saturating_sub(a) as f64 / secs)
-    };
-    let (Some(early), Some(late), Some(overall)) = (
-        rate((first_at, first), (mid_at, mid)),
-        rate((mid_at, mid), (last_at, last)),
-        rate((first_at, first), (last_at, last)),
-    ) else {
-        return Some(Err(middle.max(1)));
-    };
-    if (early - late).abs() <= STEADY * early.max(late) && overall > 0.0 {
-        Some(Ok(overall))
-    } else {
-        Some(Err(middle.max(1)))
+    let middle = closed.iter().position(|&(at, _)| at >= half)?.max(2);
+    let (early, late, overall) =
+        (slope(&closed[..middle]), slope(&closed[middle - 1..]), slope(closed));
+    match (early, late, overall) {
+        (Some(early), Some(late), Some(overall))
+            if (early - late).abs() <= STEADY * early.max(late) && overall > 0.0 =>
+        {
+            Some(Ok(overall))
+        }
+        _ => Some(Err(middle)),
     }
+}
+
+/// The least-squares slope of bytes over seconds.
+fn slope(points: &[(Instant, u64)]) -> Option<f64> {
+    let (&(t0, b0), n) = (points.first()?, points.len() as f64);
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|&(t, b)| (t.saturating_duration_since(t0).as_secs_f64(), (b - b0) as f64))
+        .collect();
+    let (mx, my) = xy.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx) = xy
+        .iter()
+        .fold((0.0, 0.0), |(a, b), p| (a + (p.0 - mx) * (p.1 - my), b + (p.0 - mx).powi(2)));
+    (sxx > 0.0).then(|| sxy / sxx)
 }
 
 /// A slow reader's buffer reopens in few, large steps: fewer than this
