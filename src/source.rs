@@ -39,9 +39,16 @@ pub(crate) const INPUT_READS: usize = 8;
 const PACED_READS: usize = 64;
 
 /// A source that may go quiet shows viewers a notice after this long
-/// without a frame (or sooner, with a shorter `--source-timeout`): clients
-/// with read timeouts must get bytes, and a person wants to know.
+/// without a frame, or after [`GAPS_BEFORE_NOTICE`] of its own gaps
+/// between frames if those are longer, and never later than
+/// `--source-timeout` (nor sooner, if that is shorter): clients with read
+/// timeouts must get bytes, and a person wants to know, but a time-lapse
+/// or low-light camera at 0.2 fps is not down between its frames.
 const OFFLINE_AFTER: Duration = Duration::from_secs(2);
+
+/// A silence this many times the last gap between frames is the source
+/// being down, not its pace.
+const GAPS_BEFORE_NOTICE: u32 = 2;
 
 /// The camera process and what decides its life.
 struct Exec {
@@ -118,7 +125,10 @@ pub struct InputDriver {
     /// Show viewers a notice once frames stop: a FIFO or a camera, not
     /// stdin, whose contract is the pipe's.
     notices: bool,
-    offline_after: Duration,
+    /// `--source-timeout`: no silence longer than this goes without a notice.
+    source_timeout: Duration,
+    /// The time between the last two frames.
+    last_gap: Duration,
     /// The source's state changed since [`InputDriver::take_changed`].
     changed: bool,
     /// The token the input's events come with.
@@ -155,8 +165,15 @@ impl InputDriver {
     /// Shows viewers a notice when frames stop (a FIFO, a camera, a relay).
     pub fn with_notices(mut self, source_timeout: Duration) -> InputDriver {
         self.notices = true;
-        self.offline_after = OFFLINE_AFTER.min(source_timeout);
+        self.source_timeout = source_timeout;
         self
+    }
+
+    /// How long a silence is before viewers are shown a notice: see
+    /// [`OFFLINE_AFTER`].
+    fn offline_after(&self) -> Duration {
+        let pace = self.last_gap * GAPS_BEFORE_NOTICE;
+        OFFLINE_AFTER.max(pace).min(self.source_timeout)
     }
 
     fn with_feed(feed: Feed, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
@@ -177,7 +194,8 @@ impl InputDriver {
             max_frame_bytes,
             bytes_in: 0,
             last_frame: None,
-            offline_after: OFFLINE_AFTER,
+            source_timeout: OFFLINE_AFTER,
+            last_gap: Duration::ZERO,
             changed: true,
         }
     }
@@ -281,9 +299,13 @@ impl InputDriver {
         };
         if self.splitter.counters.frames > frames {
             let at = Instant::now();
-            if self.last_frame.is_none_or(|t| at >= t + self.offline_after) {
+            if self.last_frame.is_none_or(|t| at >= t + self.offline_after()) {
                 self.changed = true;
             }
+            // A silence as long as --source-timeout is an outage, not the
+            // source's pace.
+            let gap = self.last_frame.map(|last| at.saturating_duration_since(last));
+            self.last_gap = gap.filter(|&g| g < self.source_timeout).unwrap_or_default();
             self.last_frame = Some(at);
             if let Some(supervisor) = self.feed.supervisor_mut() {
                 supervisor.frame(at);
@@ -584,8 +606,8 @@ impl InputDriver {
             return None;
         }
         match self.feed.supervisor() {
-            Some(supervisor) => supervisor.notice(now, self.offline_after),
-            None => Notice::silence(self.last_frame?, now, self.offline_after),
+            Some(supervisor) => supervisor.notice(now, self.offline_after()),
+            None => Notice::silence(self.last_frame?, now, self.offline_after()),
         }
     }
 
@@ -597,7 +619,7 @@ impl InputDriver {
 
     /// When a notice would next begin, if frames stop now.
     pub fn notice_due(&self) -> Option<Instant> {
-        self.notices.then_some(self.last_frame? + self.offline_after)
+        self.notices.then_some(self.last_frame? + self.offline_after())
     }
 
     /// True while a snapshot should wait for the camera's next first frame

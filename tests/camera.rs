@@ -1093,3 +1093,24 @@ fn stats_describe_the_camera_source() {
     let _ = offline.number("pid"); // null, or a failing run's
     assert_eq!(process_state(camera.pids()[0]), None, "the first run is not reaped");
 }
+
+#[test]
+fn a_camera_at_its_own_slow_pace_is_never_shown_as_down_between_its_frames() {
+    // 0.3 fps, as a time-lapse or a low-light camera: 3.3 s between frames,
+    // longer than the 2 s after which a silent camera is shown as down.
+    let camera = Camera::new("slowpace");
+    let server = camera.server(&camera.exec("--fps 0.3"), &["--source-timeout", "30"]);
+    let mut viewer = Watch::open(&server, &camera);
+    // Its first gap is not known yet; from the second frame on its pace is.
+    viewer.until("the camera's first frame", |p| p.kind.is_real());
+    viewer.until("the camera's second frame", |p| p.kind.is_real());
+    let from = viewer.seen.len();
+    viewer.until("the camera's third frame", |p| p.kind.is_real());
+    // In the gap: the snapshot is the camera's last frame, not a notice.
+    let (status, head, _) = server.get_path("/snapshot.jpg");
+    assert_eq!(status, 200);
+    assert!(!head.contains("X-Source-State"), "{head}");
+    viewer.until("the camera's fourth frame", |p| p.kind.is_real());
+    let between: Vec<Kind> = viewer.seen[from..].iter().map(|p| p.kind).collect();
+    assert!(between.iter().all(|k| k.is_real()), "notices between frames: {between:?}");
+}
