@@ -57,7 +57,14 @@ struct Exec {
     kill_timeout: Duration,
     process: Option<Process>,
     supervisor: Supervisor,
+    /// Its last stderr line this run: why it failed, as the camera says it
+    /// (rpicam-vid's "no cameras available" says more than a status).
+    last_line: Option<String>,
 }
+
+/// The most of a camera's last stderr line that goes into the reason
+/// viewers are shown: the notice picture has room for about this much.
+const LAST_LINE_SHOWN: usize = 60;
 
 /// Where the bytes come from.
 enum Feed {
@@ -148,7 +155,13 @@ impl InputDriver {
         now: Instant,
     ) -> InputDriver {
         let supervisor = Supervisor::new(timing, Retry::Backoff, now);
-        let exec = Exec { command, kill_timeout: timing.kill_timeout, process: None, supervisor };
+        let exec = Exec {
+            command,
+            kill_timeout: timing.kill_timeout,
+            process: None,
+            supervisor,
+            last_line: None,
+        };
         let feed = Feed::Exec(Box::new(exec));
         InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
             .with_notices(timing.source_timeout)
@@ -449,6 +462,7 @@ impl InputDriver {
                         Ok(process) => {
                             crate::log!("camera: started (pid {})", process.pid());
                             exec.process = Some(process);
+                            exec.last_line = None;
                             exec.supervisor.spawned(now);
                             self.splitter.finish();
                         }
@@ -561,7 +575,8 @@ impl InputDriver {
         if self.splitter.finish() {
             crate::log!("warning: the camera ended in the middle of a frame; it was dropped");
         }
-        exec.supervisor.exited(&format!("camera {}", camera::describe(status)), now);
+        let said = exec.last_line.take().map_or(String::new(), |line| format!(": {line}"));
+        exec.supervisor.exited(&format!("camera {}{said}", camera::describe(status)), now);
         if !self.ended {
             let reason = &exec.supervisor.reason;
             match exec.supervisor.phase {
@@ -583,9 +598,15 @@ impl InputDriver {
 
     /// The camera's stderr is readable: its lines go to ours.
     pub fn stderr_ready(&mut self) {
-        if let Some(p) = process(&mut self.feed) {
-            p.read_stderr(&mut |line| crate::log!("camera: {line}"));
-        }
+        let Feed::Exec(exec) = &mut self.feed else { return };
+        let Some(p) = exec.process.as_mut() else { return };
+        let last = &mut exec.last_line;
+        p.read_stderr(&mut |line| {
+            crate::log!("camera: {line}");
+            if !line.trim().is_empty() {
+                *last = Some(shown(line.trim()));
+            }
+        });
     }
 
     /// Whether somebody watches; with `--on-demand` the camera runs only then.
@@ -679,6 +700,14 @@ fn process(feed: &mut Feed) -> Option<&mut Process> {
     }
 }
 
+/// `line` cut to [`LAST_LINE_SHOWN`] characters.
+fn shown(line: &str) -> String {
+    match line.char_indices().nth(LAST_LINE_SHOWN) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_string(),
+    }
+}
+
 /// Registers a new camera's stdout as `frames` and its stderr as `errors`.
 /// A camera that cannot be registered is dropped, which kills it at once.
 fn register_pipes(
@@ -746,6 +775,13 @@ fn unpollable(file: &File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_stderr_line_is_cut_for_the_picture() {
+        assert_eq!(shown("no cameras available"), "no cameras available");
+        let long = "é".repeat(LAST_LINE_SHOWN + 5);
+        assert_eq!(shown(&long), format!("{}…", "é".repeat(LAST_LINE_SHOWN)));
+    }
     use std::io::Write;
 
     /// The time between frames at `fps`.

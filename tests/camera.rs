@@ -1114,3 +1114,20 @@ fn a_camera_at_its_own_slow_pace_is_never_shown_as_down_between_its_frames() {
     let between: Vec<Kind> = viewer.seen[from..].iter().map(|p| p.kind).collect();
     assert!(between.iter().all(|k| k.is_real()), "notices between frames: {between:?}");
 }
+
+#[test]
+fn the_cameras_last_stderr_line_is_the_reason_viewers_and_stats_are_given() {
+    let _one = one_at_a_time();
+    let exec = "echo 'ERROR: *** no cameras available ***' >&2; exit 255";
+    let server = Server::start_configured(&["--exec", exec], |c| {
+        c.stdin(Stdio::null());
+    });
+    let reason = common::wait_for_value("the camera's exit in /stats", || {
+        let stats = server.stats();
+        stats.contains("exited with status 255").then_some(stats)
+    });
+    assert!(
+        reason.contains("camera exited with status 255: ERROR: *** no cameras available ***"),
+        "{reason}"
+    );
+}
