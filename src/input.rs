@@ -7,7 +7,7 @@ The test pattern and the `--file` list run on producer threads that write
 into a pipe, so the loop sees them exactly as it sees a camera on stdin.
 */
 
-use crate::cli::Source;
+use crate::cli::SourceSpec;
 use crate::pattern;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -52,10 +52,10 @@ fn label(name: impl Into<String>, description: String) -> Label {
 }
 
 /// Opens the source and says what it is.
-pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
+pub fn open(source: &SourceSpec, fps: u32) -> io::Result<(Input, Label)> {
     let interval = Duration::from_secs(1) / fps;
     match source {
-        Source::Stdin => {
+        SourceSpec::Stdin => {
             // SAFETY: fd 0 is open for the life of the process and nothing
             // else in this program reads it.
             let stdin = unsafe { File::from_raw_fd(0) };
@@ -68,8 +68,8 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
             set_nonblocking(&stdin)?;
             Ok((Input::Polled { file: stdin, end: AtEnd::Exit }, label("stdin", "stdin".into())))
         }
-        Source::Path(path) => open_path(path, interval, fps),
-        Source::List { list, delay } => {
+        SourceSpec::Path(path) => open_path(path, interval, fps),
+        SourceSpec::List { list, delay } => {
             let names = read_list(list)?;
             let (reader, writer) = pipe()?;
             let count = names.len();
@@ -80,7 +80,7 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
             );
             Ok((Input::Polled { file: reader, end: AtEnd::Failed }, label("the file list", what)))
         }
-        Source::Pattern => {
+        SourceSpec::Pattern => {
             let (reader, writer) = pipe()?;
             pattern::spawn(writer, fps)?;
             let what = format!(
@@ -93,8 +93,8 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
                 label("the test pattern", what),
             ))
         }
-        Source::Exec(_) | Source::Http(_) => {
-            Err(io::Error::other("a camera or a relay is run by the input driver"))
+        SourceSpec::Exec(_) | SourceSpec::Http(_) => {
+            Err(io::Error::other("a camera or a relay is run by the source"))
         }
     }
 }

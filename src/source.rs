@@ -1,12 +1,12 @@
 /*!
-The input driver: owns the input and the splitter, and turns readiness or
-its own deadline into frames for the loop.
+The source: where frames come from, with the splitter that cuts them out,
+turning readiness or its own deadline into frames for the loop.
 
 A polled input (a pipe, a FIFO, a producer thread's pipe, the camera
 process's stdout) is read until it would block, at most [`INPUT_READS`]
 reads a turn; a regular file is read on a timer, one frame per interval.
 Each frame goes to the `publish` callback the moment its EOI is read. The
-driver says when the input ended (stdin's end ends the server) or failed,
+source says when it ended (stdin's end ends the server) or failed,
 when it next needs a turn, and what viewers should see while it has no
 frames. With `--exec` it runs the camera, as its [`Supervisor`] says.
 */
@@ -110,7 +110,7 @@ pub enum Status {
     Ended,
 }
 
-pub struct InputDriver {
+pub struct Source {
     feed: Feed,
     /// What the input is, for messages ("stdin", a path).
     what: String,
@@ -136,24 +136,19 @@ pub struct InputDriver {
     source_timeout: Duration,
     /// The time between the last two frames.
     last_gap: Duration,
-    /// The source's state changed since [`InputDriver::take_changed`].
+    /// The source's state changed since [`Source::take_changed`].
     changed: bool,
     /// The token the input's events come with.
     token: Token,
 }
 
-impl InputDriver {
-    pub fn new(input: Input, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
-        InputDriver::with_feed(Feed::Input(input), what, max_frame_bytes, now)
+impl Source {
+    pub fn new(input: Input, what: String, max_frame_bytes: usize, now: Instant) -> Source {
+        Source::with_feed(Feed::Input(input), what, max_frame_bytes, now)
     }
 
-    /// A driver that runs `command` as the camera.
-    pub fn exec(
-        command: String,
-        timing: Timing,
-        max_frame_bytes: usize,
-        now: Instant,
-    ) -> InputDriver {
+    /// A source that runs `command` as the camera.
+    pub fn exec(command: String, timing: Timing, max_frame_bytes: usize, now: Instant) -> Source {
         let supervisor = Supervisor::new(timing, Retry::Backoff, now);
         let exec = Exec {
             command,
@@ -163,20 +158,20 @@ impl InputDriver {
             last_line: None,
         };
         let feed = Feed::Exec(Box::new(exec));
-        InputDriver::with_feed(feed, "the camera".into(), max_frame_bytes, now)
+        Source::with_feed(feed, "the camera".into(), max_frame_bytes, now)
             .with_notices(timing.source_timeout)
     }
 
-    /// A driver that relays the stream at `url`.
-    pub fn relay(url: Url, timing: Timing, max_frame_bytes: usize, now: Instant) -> InputDriver {
+    /// A source that relays the stream at `url`.
+    pub fn relay(url: Url, timing: Timing, max_frame_bytes: usize, now: Instant) -> Source {
         let what = url.shown();
         let relay = Relay::new(url, timing, now);
-        InputDriver::with_feed(Feed::Relay(Box::new(relay)), what, max_frame_bytes, now)
+        Source::with_feed(Feed::Relay(Box::new(relay)), what, max_frame_bytes, now)
             .with_notices(timing.source_timeout)
     }
 
     /// Shows viewers a notice when frames stop (a FIFO, a camera, a relay).
-    pub fn with_notices(mut self, source_timeout: Duration) -> InputDriver {
+    pub fn with_notices(mut self, source_timeout: Duration) -> Source {
         self.notices = true;
         self.source_timeout = source_timeout;
         self
@@ -189,8 +184,8 @@ impl InputDriver {
         OFFLINE_AFTER.max(pace).min(self.source_timeout)
     }
 
-    fn with_feed(feed: Feed, what: String, max_frame_bytes: usize, now: Instant) -> InputDriver {
-        InputDriver {
+    fn with_feed(feed: Feed, what: String, max_frame_bytes: usize, now: Instant) -> Source {
+        Source {
             notices: feed.supervisor().is_some(),
             token: Token(0),
             feed,
@@ -243,7 +238,7 @@ impl InputDriver {
 
     /// Stops reading: the input is left as it is, and no more frames come.
     /// A camera is stopped for good, as its supervisor says: see
-    /// [`InputDriver::stopped`].
+    /// [`Source::stopped`].
     pub fn stop(&mut self, registry: &Registry) {
         match &mut self.feed {
             Feed::Input(Input::Polled { file, .. }) => {
@@ -263,7 +258,7 @@ impl InputDriver {
     }
 
     /// True once nothing of the input runs any more: after
-    /// [`InputDriver::stop`], a camera takes until it has exited.
+    /// [`Source::stop`], a camera takes until it has exited.
     pub fn stopped(&self) -> bool {
         match &self.feed {
             Feed::Exec(exec) => exec.process.is_none() && exec.supervisor.finished(),
@@ -271,7 +266,7 @@ impl InputDriver {
         }
     }
 
-    /// When the driver next needs a turn without an event: now, if a turn
+    /// When the source next needs a turn without an event: now, if a turn
     /// left bytes unread; a paced file's next frame; never once ended.
     pub fn deadline(&self, now: Instant) -> Option<Instant> {
         if self.ended {
@@ -436,7 +431,7 @@ impl InputDriver {
     }
 }
 
-impl InputDriver {
+impl Source {
     /// Runs what the camera's supervisor asks for now: starts, stops.
     /// Registers a new camera's stdout under the input's token and its
     /// stderr as `errors`.
@@ -789,14 +784,14 @@ mod tests {
         Duration::from_secs(1) / fps
     }
 
-    fn paced(bytes: &[u8], looped: bool, t: Instant) -> InputDriver {
+    fn paced(bytes: &[u8], looped: bool, t: Instant) -> Source {
         let path =
             std::env::temp_dir().join(format!("paced-{}-{}", std::process::id(), bytes.len()));
         std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
         let file = File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let input = Input::Paced { file, interval: interval(100), looped };
-        InputDriver::new(input, "the file".into(), 1 << 20, t)
+        Source::new(input, "the file".into(), 1 << 20, t)
     }
 
     fn jpeg(fill: u8) -> Vec<u8> {
@@ -850,7 +845,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let file = File::open("/dev/null").unwrap();
         let input = Input::Polled { file, end: AtEnd::Exit };
-        let mut d = InputDriver::new(input, "stdin".into(), 1 << 20, Instant::now());
+        let mut d = Source::new(input, "stdin".into(), 1 << 20, Instant::now());
         let err = d.register(poll.registry(), Token(0)).unwrap_err().to_string();
         assert!(err.starts_with("cannot stream stdin: it is /dev/null"), "{err}");
         assert!(err.contains("--input") && err.contains("--pattern"), "{err}");
