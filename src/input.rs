@@ -53,7 +53,7 @@ fn label(name: impl Into<String>, description: String) -> Label {
 
 /// Opens the source and says what it is.
 pub fn open(source: &SourceSpec, fps: u32) -> io::Result<(Input, Label)> {
-    let interval = Duration::from_secs(1) / fps;
+    let interval = crate::source::interval(fps);
     match source {
         SourceSpec::Stdin => {
             // SAFETY: fd 0 is open for the life of the process and nothing

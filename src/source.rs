@@ -331,9 +331,7 @@ impl Source {
             );
         }
         if status == Status::Ended {
-            if self.splitter.finish() {
-                crate::log!("warning: the input ended in the middle of a frame; it was dropped");
-            }
+            cut_short(&mut self.splitter, "the input");
             self.stop(registry);
         }
         Ok(status)
@@ -365,9 +363,7 @@ impl Source {
                             let _ = registry.deregister(&mut SourceFd(&stdout.as_raw_fd()));
                         }
                     }
-                    if self.splitter.finish() {
-                        crate::log!("warning: the camera's output ended in the middle of a frame");
-                    }
+                    cut_short(&mut self.splitter, "the camera's output");
                     return Ok(Status::Open);
                 }
                 Ok(0) => return Ok(Status::Ended),
@@ -540,9 +536,7 @@ impl Source {
     }
 
     fn relay_failed(&mut self, reason: &str, now: Instant) {
-        if self.splitter.finish() {
-            crate::log!("warning: the upstream stopped in the middle of a frame; it was dropped");
-        }
+        cut_short(&mut self.splitter, "the upstream");
         if let Feed::Relay(relay) = &mut self.feed {
             relay.tell(reason);
             relay.supervisor.exited(reason, now);
@@ -567,9 +561,7 @@ impl Source {
         if let Some(mut process) = exec.process.take() {
             close_pipes(&mut process, registry);
         }
-        if self.splitter.finish() {
-            crate::log!("warning: the camera ended in the middle of a frame; it was dropped");
-        }
+        cut_short(&mut self.splitter, "the camera");
         let said = exec.last_line.take().map_or(String::new(), |line| format!(": {line}"));
         exec.supervisor.exited(&format!("camera {}{said}", camera::describe(status)), now);
         if !self.ended {
@@ -735,6 +727,18 @@ fn rewind(file: &mut File, what: &str, pass: u64) -> io::Result<()> {
     file.rewind()
 }
 
+/// The time between frames at `fps` (`--fps`: a paced file, the test pattern).
+pub fn interval(fps: u32) -> Duration {
+    Duration::from_secs(1) / fps
+}
+
+/// `what` ended: a frame it was in the middle of is dropped, and said so.
+fn cut_short(splitter: &mut Splitter, what: &str) {
+    if splitter.finish() {
+        crate::log!("warning: {what} ended in the middle of a frame; it was dropped");
+    }
+}
+
 /// Feeds `bytes` to the splitter, publishing every frame it completes.
 fn feed(
     splitter: &mut Splitter,
@@ -778,11 +782,6 @@ mod tests {
         assert_eq!(shown(&long), format!("{}…", "é".repeat(LAST_LINE_SHOWN)));
     }
     use std::io::Write;
-
-    /// The time between frames at `fps`.
-    fn interval(fps: u32) -> Duration {
-        Duration::from_secs(1) / fps
-    }
 
     fn paced(bytes: &[u8], looped: bool, t: Instant) -> Source {
         let path =
