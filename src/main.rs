@@ -103,10 +103,10 @@ fn run(mut config: cli::Config) -> std::io::Result<()> {
             (source, format!("a relay of {shown}{when}"))
         }
         spec => {
-            let (input, what) = input::open(spec, config.fps).map_err(|e| {
+            let (opened, what) = input::open(spec, config.fps).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open the input: {e}"))
             })?;
-            let source = Source::new(input, what.name, config.max_frame_bytes, now);
+            let source = Source::new(opened, what.name, config.max_frame_bytes);
             let source =
                 if what.fifo { source.with_notices(config.source_timeout) } else { source };
             (source, what.description)
