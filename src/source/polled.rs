@@ -119,3 +119,65 @@ fn unpollable(file: &File) -> String {
         "it cannot be polled".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::splitter::Splitter;
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+
+    /// A pipe: its reading end non-blocking, as `input::open` makes it.
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) }, 0);
+        // SAFETY: both fds were just created and are owned by nothing else.
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    }
+
+    const JPEG: [u8; 11] = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x03, 0x00, 7, 7, 0xFF, 0xD9];
+
+    /// Reads `polled` once: its turn, and the frames and bytes it gave.
+    fn turn(polled: &mut Polled) -> (io::Result<Turn>, usize, u64) {
+        let (mut splitter, mut bytes_in, mut frames) = (Splitter::new(1 << 20), 0, 0);
+        let mut publish = |_: Vec<u8>, _: Instant| frames += 1;
+        let mut sink = Sink {
+            splitter: &mut splitter,
+            bytes_in: &mut bytes_in,
+            publish: &mut publish,
+            what: "the pipe",
+            changed: false,
+        };
+        let poll = mio::Poll::new().unwrap();
+        let turn = polled.read(Instant::now(), poll.registry(), &mut sink);
+        (turn, frames, bytes_in)
+    }
+
+    #[test]
+    fn a_pipe_is_read_until_it_would_block_and_its_end_is_what_it_means() {
+        let (reader, mut writer) = pipe();
+        let mut polled = Polled::new(reader, AtEnd::Exit);
+        writer.write_all(&[JPEG, JPEG].concat()).unwrap();
+        let (turn, frames, bytes) = turn(&mut polled);
+        assert_eq!((turn.unwrap(), frames, bytes), (Turn::Open { more: false }, 2, 22));
+        drop(writer);
+        assert_eq!(self::turn(&mut polled).0.unwrap(), Turn::Ended);
+
+        let (reader, writer) = pipe();
+        let mut polled = Polled::new(reader, AtEnd::Failed);
+        drop(writer);
+        let err = self::turn(&mut polled).0.unwrap_err().to_string();
+        assert_eq!(err, "the pipe stopped");
+    }
+
+    #[test]
+    fn a_pipe_that_fills_every_read_leaves_more_for_the_next_turn() {
+        let (reader, mut writer) = pipe();
+        let mut polled = Polled::new(reader, AtEnd::Exit);
+        polled.buf = vec![0; 4].into_boxed_slice();
+        writer.write_all(&[0; 4 * INPUT_READS + 1]).unwrap();
+        let (turn, _, bytes) = turn(&mut polled);
+        assert_eq!((turn.unwrap(), bytes), (Turn::Open { more: true }, 4 * INPUT_READS as u64));
+    }
+}
