@@ -138,9 +138,10 @@ pub fn normalize(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
-/// Where frames come from.
+/// Where frames come from, as the command line names it: what
+/// [`crate::source::Source`] is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum SourceSpec {
     Stdin,
     Path(PathBuf),
     /// Each JPEG file named in a list (`-`: the list is on stdin), looped.
@@ -165,7 +166,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub stats_every: Option<Duration>,
-    pub source: Source,
+    pub source: SourceSpec,
     pub fps: u32,
     pub request_timeout: Duration,
     pub client_timeout: Duration,
@@ -227,17 +228,17 @@ impl Args {
             );
         }
         let source = match (self.input, self.file) {
-            _ if self.exec.is_some() => Source::Exec(self.exec.unwrap_or_default()),
+            _ if self.exec.is_some() => SourceSpec::Exec(self.exec.unwrap_or_default()),
             (Some(path), _) if relay => {
                 let url = crate::upstream::Url::parse(&path.to_string_lossy())?;
-                Source::Http(url)
+                SourceSpec::Http(url)
             }
-            (Some(path), _) => Source::Path(path),
+            (Some(path), _) => SourceSpec::Path(path),
             (_, Some(list)) => {
-                Source::List { list, delay: Duration::from_micros(self.delay.max(1)) }
+                SourceSpec::List { list, delay: Duration::from_micros(self.delay.max(1)) }
             }
-            _ if self.pattern || stdin_is_terminal => Source::Pattern,
-            _ => Source::Stdin,
+            _ if self.pattern || stdin_is_terminal => SourceSpec::Pattern,
+            _ => SourceSpec::Stdin,
         };
         let credentials = match self.auth {
             Some(auth) if !auth.contains(':') => {
@@ -312,7 +313,7 @@ mod tests {
         assert_eq!(c.max_clients, 1024);
         assert_eq!(c.max_frame_bytes, 8 << 20);
         assert_eq!(c.max_held_bytes, 32 << 20);
-        assert_eq!(c.source, Source::Stdin);
+        assert_eq!(c.source, SourceSpec::Stdin);
         assert_eq!(c.stats_every, None);
     }
 
@@ -322,7 +323,7 @@ mod tests {
         assert_eq!(c.port, 9000);
         assert_eq!(
             c.source,
-            Source::List { list: "list.txt".into(), delay: Duration::from_micros(40000) }
+            SourceSpec::List { list: "list.txt".into(), delay: Duration::from_micros(40000) }
         );
     }
 
@@ -350,7 +351,9 @@ mod tests {
         assert!(parse(&["s", "--on-demand"]).unwrap_err().contains("needs --exec"));
         assert!(parse(&["s", "--input", "https://x/"]).unwrap_err().contains("only http://"));
         let relay = parse(&["s", "--on-demand", "--input", "http://pi:8554/video.mjpg"]).unwrap();
-        assert!(matches!(relay.source, Source::Http(ref u) if u.host == "pi" && u.port == 8554));
+        assert!(
+            matches!(relay.source, SourceSpec::Http(ref u) if u.host == "pi" && u.port == 8554)
+        );
         // Once an overflow of the clock: every interval has a ceiling.
         let huge = "18446744073709551615";
         assert!(parse(&["s", "--stats", huge]).unwrap_err().contains("--stats"));
@@ -362,7 +365,7 @@ mod tests {
     #[test]
     fn exec_and_its_timings() {
         let c = parse(&["s", "--exec", "rpicam-vid -o -", "--on-demand", "--linger", "4"]).unwrap();
-        assert_eq!(c.source, Source::Exec("rpicam-vid -o -".into()));
+        assert_eq!(c.source, SourceSpec::Exec("rpicam-vid -o -".into()));
         assert_eq!(c.linger, Some(Duration::from_secs(4)));
         assert_eq!(
             (c.source_timeout, c.kill_timeout),

@@ -19,9 +19,9 @@ pub enum Timer {
     Tick,
     /// The `--stats` line.
     Stats,
-    /// The input: a paced file's next frame, more to read now, or the
+    /// The source: a paced file's next frame, more to read now, or the
     /// camera's or relay's next step (start, stop, a check for a stall).
-    Input,
+    Source,
     /// Accepting: now, when the listener has connections or a turn left
     /// some waiting, or after an out-of-descriptors rest.
     Accept,
@@ -41,7 +41,7 @@ pub enum Timer {
 struct Timers {
     tick: Option<Instant>,
     stats: Option<Instant>,
-    input: Option<Instant>,
+    source: Option<Instant>,
     accept: Option<Instant>,
     drain: Option<Instant>,
     offline: Option<Instant>,
@@ -60,7 +60,7 @@ impl Deadlines {
         match timer {
             Timer::Tick => &mut t.tick,
             Timer::Stats => &mut t.stats,
-            Timer::Input => &mut t.input,
+            Timer::Source => &mut t.source,
             Timer::Accept => &mut t.accept,
             Timer::Drain => &mut t.drain,
             Timer::Offline => &mut t.offline,
@@ -77,7 +77,7 @@ impl Deadlines {
         match timer {
             Timer::Tick => t.tick,
             Timer::Stats => t.stats,
-            Timer::Input => t.input,
+            Timer::Source => t.source,
             Timer::Accept => t.accept,
             Timer::Drain => t.drain,
             Timer::Offline => t.offline,
@@ -112,8 +112,8 @@ impl Deadlines {
     pub fn next(&self) -> Option<Instant> {
         let retry = self.retries.peek().map(|Reverse((at, _))| *at);
         // No `..`: a field left out here would be a timer never woken for.
-        let Timers { tick, stats, input, accept, drain, offline, watchdog } = self.timers;
-        [tick, stats, input, accept, drain, offline, watchdog, retry].into_iter().flatten().min()
+        let Timers { tick, stats, source, accept, drain, offline, watchdog } = self.timers;
+        [tick, stats, source, accept, drain, offline, watchdog, retry].into_iter().flatten().min()
     }
 
     /// How long `poll` may sleep from `now`.
@@ -129,7 +129,7 @@ mod tests {
     const ALL: [Timer; 7] = [
         Timer::Tick,
         Timer::Stats,
-        Timer::Input,
+        Timer::Source,
         Timer::Accept,
         Timer::Drain,
         Timer::Offline,
@@ -159,7 +159,7 @@ mod tests {
         let mut d = Deadlines::default();
         assert_eq!(d.timeout(t), None);
         d.set(Timer::Tick, Some(t + ms(1000)));
-        d.set(Timer::Input, Some(t + ms(30)));
+        d.set(Timer::Source, Some(t + ms(30)));
         assert_eq!(d.timeout(t), Some(ms(30)));
         d.retry(7, t + ms(10));
         d.retry(8, t + ms(20));
@@ -168,9 +168,9 @@ mod tests {
         assert_eq!(d.pop_retry(t + ms(25)), Some((7, t + ms(10))));
         assert_eq!(d.pop_retry(t + ms(25)), Some((8, t + ms(20))));
         assert_eq!(d.pop_retry(t + ms(25)), None);
-        assert!(!d.take_due(Timer::Input, t + ms(29)));
-        assert!(d.take_due(Timer::Input, t + ms(30)));
-        assert_eq!(d.get(Timer::Input), None);
+        assert!(!d.take_due(Timer::Source, t + ms(29)));
+        assert!(d.take_due(Timer::Source, t + ms(30)));
+        assert_eq!(d.get(Timer::Source), None);
         assert_eq!(d.timeout(t + ms(2000)), Some(Duration::ZERO), "overdue is now");
     }
 }

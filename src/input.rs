@@ -7,8 +7,9 @@ The test pattern and the `--file` list run on producer threads that write
 into a pipe, so the loop sees them exactly as it sees a camera on stdin.
 */
 
-use crate::cli::Source;
+use crate::cli::SourceSpec;
 use crate::pattern;
+use crate::source::{AtEnd, Opened, Paced, Polled};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
@@ -17,25 +18,6 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
-
-pub enum Input {
-    /// Polled for readability.
-    Polled { file: File, end: AtEnd },
-    /// A regular file read at a fixed pace; rewound at its end when `looped`.
-    Paced { file: File, interval: Duration, looped: bool },
-}
-
-/// What the end of a polled input means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AtEnd {
-    /// The camera process has finished: so has the server.
-    Exit,
-    /// A producer thread stopped, which it only does on an error.
-    Failed,
-    /// The camera process closed its output: it is ending, and will be
-    /// restarted.
-    Restart,
-}
 
 /// What an input is called in messages.
 pub struct Label {
@@ -52,24 +34,24 @@ fn label(name: impl Into<String>, description: String) -> Label {
 }
 
 /// Opens the source and says what it is.
-pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
-    let interval = Duration::from_secs(1) / fps;
+pub fn open(source: &SourceSpec, fps: u32) -> io::Result<(Opened, Label)> {
+    let interval = crate::source::interval(fps);
     match source {
-        Source::Stdin => {
+        SourceSpec::Stdin => {
             // SAFETY: fd 0 is open for the life of the process and nothing
             // else in this program reads it.
             let stdin = unsafe { File::from_raw_fd(0) };
             if stdin.metadata()?.file_type().is_file() {
                 return Ok((
-                    Input::Paced { file: stdin, interval, looped: false },
+                    Opened::Paced(Paced::new(stdin, interval, false)),
                     label("stdin", format!("stdin (a file, read at {fps} fps)")),
                 ));
             }
             set_nonblocking(&stdin)?;
-            Ok((Input::Polled { file: stdin, end: AtEnd::Exit }, label("stdin", "stdin".into())))
+            Ok((Opened::Polled(Polled::new(stdin, AtEnd::Exit)), label("stdin", "stdin".into())))
         }
-        Source::Path(path) => open_path(path, interval, fps),
-        Source::List { list, delay } => {
+        SourceSpec::Path(path) => open_path(path, interval, fps),
+        SourceSpec::List { list, delay } => {
             let names = read_list(list)?;
             let (reader, writer) = pipe()?;
             let count = names.len();
@@ -78,9 +60,9 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
                 "{count} JPEG files listed in {list}, one every {} µs, looped",
                 delay.as_micros()
             );
-            Ok((Input::Polled { file: reader, end: AtEnd::Failed }, label("the file list", what)))
+            Ok((Opened::Polled(Polled::new(reader, AtEnd::Failed)), label("the file list", what)))
         }
-        Source::Pattern => {
+        SourceSpec::Pattern => {
             let (reader, writer) = pipe()?;
             pattern::spawn(writer, fps)?;
             let what = format!(
@@ -89,17 +71,17 @@ pub fn open(source: &Source, fps: u32) -> io::Result<(Input, Label)> {
                 pattern::HEIGHT
             );
             Ok((
-                Input::Polled { file: reader, end: AtEnd::Failed },
+                Opened::Polled(Polled::new(reader, AtEnd::Failed)),
                 label("the test pattern", what),
             ))
         }
-        Source::Exec(_) | Source::Http(_) => {
-            Err(io::Error::other("a camera or a relay is run by the input driver"))
+        SourceSpec::Exec(_) | SourceSpec::Http(_) => {
+            Err(io::Error::other("a camera or a relay is run by the source"))
         }
     }
 }
 
-fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, Label)> {
+fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Opened, Label)> {
     let shown = path.display();
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
     let meta = fs::metadata(path).map_err(with_path)?;
@@ -115,7 +97,7 @@ fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, La
         }
         let file = File::open(path).map_err(with_path)?;
         return Ok((
-            Input::Paced { file, interval, looped: true },
+            Opened::Paced(Paced::new(file, interval, true)),
             label(shown.to_string(), format!("{shown} (looped at {fps} fps)")),
         ));
     }
@@ -134,7 +116,10 @@ fn open_path(path: &Path, interval: Duration, fps: u32) -> io::Result<(Input, La
     } else {
         shown.to_string()
     };
-    Ok((Input::Polled { file, end: AtEnd::Exit }, Label { fifo, ..label(shown.to_string(), what) }))
+    Ok((
+        Opened::Polled(Polled::new(file, AtEnd::Exit)),
+        Label { fifo, ..label(shown.to_string(), what) },
+    ))
 }
 
 pub(crate) fn set_nonblocking(file: &File) -> io::Result<()> {

@@ -1,6 +1,6 @@
 use argh::FromArgs;
 use raspivid_mjpeg_server::cli::{self, Args};
-use raspivid_mjpeg_server::source::InputDriver;
+use raspivid_mjpeg_server::source::Source;
 use raspivid_mjpeg_server::supervisor::Timing;
 use raspivid_mjpeg_server::{guard, input, limits, log, server, systemd};
 use std::io::{IsTerminal, Write};
@@ -90,29 +90,29 @@ fn run(mut config: cli::Config) -> std::io::Result<()> {
         kill_timeout: config.kill_timeout,
         linger: config.linger,
     };
-    let (driver, description) = match &config.source {
-        cli::Source::Exec(command) => {
-            let driver = InputDriver::exec(command.clone(), timing, config.max_frame_bytes, now);
+    let (source, description) = match &config.source {
+        cli::SourceSpec::Exec(command) => {
+            let source = Source::exec(command.clone(), timing, config.max_frame_bytes, now);
             let when = if config.linger.is_some() { ", started when watched" } else { "" };
-            (driver, format!("the camera `{command}`{when}"))
+            (source, format!("the camera `{command}`{when}"))
         }
-        cli::Source::Http(url) => {
+        cli::SourceSpec::Http(url) => {
             let shown = url.shown();
-            let driver = InputDriver::relay(url.clone(), timing, config.max_frame_bytes, now);
+            let source = Source::relay(url.clone(), timing, config.max_frame_bytes, now);
             let when = if config.linger.is_some() { ", connected when watched" } else { "" };
-            (driver, format!("a relay of {shown}{when}"))
+            (source, format!("a relay of {shown}{when}"))
         }
-        source => {
-            let (input, what) = input::open(source, config.fps).map_err(|e| {
+        spec => {
+            let (opened, what) = input::open(spec, config.fps).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open the input: {e}"))
             })?;
-            let driver = InputDriver::new(input, what.name, config.max_frame_bytes, now);
-            let driver =
-                if what.fifo { driver.with_notices(config.source_timeout) } else { driver };
-            (driver, what.description)
+            let source = Source::new(opened, what.name, config.max_frame_bytes);
+            let source =
+                if what.fifo { source.with_notices(config.source_timeout) } else { source };
+            (source, what.description)
         }
     };
-    let mut server = server::Server::new(config, listener, driver)?;
+    let mut server = server::Server::new(config, listener, source)?;
     log!("streaming {description} on http://{addr}/video.mjpg");
     let result = server.run();
     log!("{}", server.report());

@@ -185,7 +185,7 @@ pub fn unix_millis(t: SystemTime) -> u64 {
 /// until the reading end closes. Each frame is drawn and encoded ahead of
 /// its slot and carries the time of its slot, which is when it is written.
 pub fn spawn(mut pipe: File, fps: u32) -> io::Result<thread::JoinHandle<()>> {
-    let interval = Duration::from_secs(1) / fps;
+    let interval = crate::source::interval(fps);
     thread::Builder::new().name("test-pattern".into()).spawn(move || {
         let mut canvas = Canvas::new();
         let (start, wall) = (Instant::now(), SystemTime::now());

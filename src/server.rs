@@ -1,12 +1,12 @@
 /*!
 The poll loop: one thread, one `mio::Poll`, and nothing in it ever blocks.
 
-It owns the listener, the input driver, a signal source, the viewer set and
+It owns the listener, the source of frames, the signals, the viewer set and
 the deadline set. Each turn waits for readiness or the earliest deadline,
 hands each event to its owner, then runs whatever came due. The parts do
 the work; this file only moves events between them:
 
-- [`InputDriver`](crate::source::InputDriver) reads the input and yields frames;
+- [`Source`] reads where frames come from and yields them;
 - [`Viewers`] publishes them and serves every client;
 - [`Deadlines`] says how long `poll` may sleep.
 */
@@ -17,7 +17,7 @@ use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Status};
 use crate::offline::{self, Renderer};
 use crate::router::{self, Format};
-use crate::source::{self, InputDriver};
+use crate::source::{self, Source};
 use crate::stats::{self, Figures, Stats};
 use crate::supervisor::Notice;
 use crate::systemd::Notifier;
@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The viewer set's [`Env`] from the server's fields, borrowed apart from
-/// `viewers` and `input`.
+/// `viewers` and `source`.
 macro_rules! split_env {
     ($server:ident) => {
         &mut Env {
@@ -45,7 +45,7 @@ macro_rules! split_env {
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
-const INPUT: Token = Token(usize::MAX - 2);
+const SOURCE: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// The camera process's stderr.
 const CAMERA_ERRORS: Token = Token(usize::MAX - 4);
@@ -72,7 +72,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// loop does not spin on an accept that cannot succeed.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// After the input ends, clients get this long to take the frame they are
+/// After the source ends, clients get this long to take the frame they are
 /// being sent before the server exits.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -84,14 +84,14 @@ pub struct Server {
     poll: Poll,
     listener: TcpListener,
     signals: Signals,
-    input: InputDriver,
+    source: Source,
     viewers: Viewers,
     stats: Stats,
     deadlines: Deadlines,
     /// Out of descriptors: accepting waits for a client to leave, or for
     /// [`Timer::Accept`].
     accept_paused: bool,
-    /// The input ended or a signal came: no new clients, and the loop ends
+    /// The source ended or a signal came: no new clients, and the loop ends
     /// once viewers have their frame or [`Timer::Drain`] comes, and the
     /// camera, if any, has stopped.
     draining: bool,
@@ -157,7 +157,7 @@ pub fn listen(config: &Config) -> io::Result<(TcpListener, SocketAddr)> {
 }
 
 impl Server {
-    pub fn new(config: Config, listener: TcpListener, input: InputDriver) -> io::Result<Server> {
+    pub fn new(config: Config, listener: TcpListener, source: Source) -> io::Result<Server> {
         let now = Instant::now();
         let policy = Policy {
             max_clients: config.max_clients,
@@ -171,7 +171,7 @@ impl Server {
         let mut server = Server {
             poll: Poll::new()?,
             listener,
-            input,
+            source,
             viewers: Viewers::new(policy),
             stats: Stats::new(now),
             deadlines: Deadlines::default(),
@@ -189,8 +189,8 @@ impl Server {
         let registry = server.poll.registry();
         registry.register(&mut server.listener, LISTENER, Interest::READABLE)?;
         registry.register(&mut server.signals, SIGNALS, Interest::READABLE)?;
-        server.input.register(registry, INPUT)?;
-        if server.input.can_go_quiet() {
+        server.source.register(registry, SOURCE)?;
+        if server.source.can_go_quiet() {
             let waker = Arc::new(Waker::new(registry, RENDERED)?);
             server.renderer = Some(Renderer::spawn(waker)?);
         }
@@ -199,10 +199,10 @@ impl Server {
         Ok(server)
     }
 
-    /// Runs until the input ends or a signal asks to stop, and then until
+    /// Runs until the source ends or a signal asks to stop, and then until
     /// viewers have the frame they are being sent (at most [`DRAIN`]) and
     /// the camera has stopped (at most `--kill-timeout`); a second signal
-    /// ends it at once. Errors of single clients never end it; an input
+    /// ends it at once. Errors of single clients never end it; a source
     /// that fails does.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
@@ -216,10 +216,10 @@ impl Server {
             if self.draining && !self.drained {
                 self.drained = self.viewers.drained() || self.deadlines.take_due(Timer::Drain, now);
             }
-            if self.drained && self.input.stopped() {
+            if self.drained && self.source.stopped() {
                 return Ok(());
             }
-            self.deadlines.set(Timer::Input, self.input.deadline(now));
+            self.deadlines.set(Timer::Source, self.source.deadline(now));
             match self.poll.poll(&mut events, self.deadlines.timeout(now)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
@@ -227,17 +227,17 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    // The listener and the input are taken in `run_due`,
+                    // The listener and the source are taken in `run_due`,
                     // once a turn, so that their caps hold per turn.
                     LISTENER if !self.accept_paused => self.deadlines.set(Timer::Accept, Some(now)),
                     LISTENER => {}
-                    INPUT => self.deadlines.set(Timer::Input, Some(now)),
+                    SOURCE => self.deadlines.set(Timer::Source, Some(now)),
                     SIGNALS => {
                         if self.signalled(now) {
                             return Ok(());
                         }
                     }
-                    CAMERA_ERRORS => self.input.stderr_ready(),
+                    CAMERA_ERRORS => self.source.stderr_ready(),
                     RENDERED => self.take_notice(now),
                     Token(key) => self.client_ready(key, event.is_readable(), now),
                 }
@@ -248,11 +248,11 @@ impl Server {
 
     /// Whatever in the deadline set has come due.
     fn run_due(&mut self, now: Instant) -> io::Result<()> {
-        if self.deadlines.take_due(Timer::Input, now) {
-            self.read_input(now)?;
+        if self.deadlines.take_due(Timer::Source, now) {
+            self.read_source(now)?;
         }
-        self.input.want(self.viewers.watching() > 0, now);
-        self.input.supervise(now, self.poll.registry(), CAMERA_ERRORS);
+        self.source.want(self.viewers.watching() > 0, now);
+        self.source.supervise(now, self.poll.registry(), CAMERA_ERRORS);
         self.show_notices(now);
         while let Some((key, at)) = self.deadlines.pop_retry(now) {
             self.viewers.retry(key, at, now, split_env!(self));
@@ -272,14 +272,14 @@ impl Server {
         }
         if self.deadlines.take_due(Timer::Tick, now) {
             self.deadlines.set(Timer::Tick, Some(now + TICK));
-            self.stats.tick(now, self.input.counters().frames);
+            self.stats.tick(now, self.source.counters().frames);
             self.viewers.tick(now, split_env!(self));
         }
         if self.deadlines.take_due(Timer::Stats, now) {
             let every = self.config.stats_every.unwrap_or(TICK);
             self.deadlines.set(Timer::Stats, Some(now + every));
             self.refresh_stats();
-            let line = self.stats.line(self.viewers.len(), &self.input.describe(now));
+            let line = self.stats.line(self.viewers.len(), &self.source.describe(now));
             crate::log!("{line}");
         }
         Ok(())
@@ -289,14 +289,14 @@ impl Server {
     /// the source's state changes, then every [`NOTICE_EVERY`].
     fn show_notices(&mut self, now: Instant) {
         let Some(renderer) = &mut self.renderer else { return };
-        let changed = self.input.take_changed();
+        let changed = self.source.take_changed();
         if !changed && !self.deadlines.take_due(Timer::Offline, now) {
             return;
         }
-        let Some(notice) = self.input.notice(now) else {
+        let Some(notice) = self.source.notice(now) else {
             self.noticing = false;
             // Frames flow: look again when a notice would be due.
-            self.deadlines.set(Timer::Offline, self.input.notice_due());
+            self.deadlines.set(Timer::Offline, self.source.notice_due());
             return;
         };
         let (kind, title, mut lines) = match notice {
@@ -320,7 +320,7 @@ impl Server {
     fn take_notice(&mut self, now: Instant) {
         let Some(renderer) = &mut self.renderer else { return };
         while let Some((kind, jpeg)) = renderer.take() {
-            if self.noticing && self.input.notice(now).is_some() {
+            if self.noticing && self.source.notice(now).is_some() {
                 self.viewers.publish_notice(jpeg, kind.state(), split_env!(self));
             }
         }
@@ -328,14 +328,14 @@ impl Server {
 
     /// Brings in the figures the parts keep, before any are shown.
     fn refresh_stats(&mut self) {
-        self.stats.refresh(self.input.bytes_in, self.viewers.skipped_pending());
+        self.stats.refresh(self.source.bytes_in, self.viewers.skipped_pending());
     }
 
     /// The final word on stderr.
     pub fn report(&mut self) -> String {
         self.refresh_stats();
         let now = Instant::now();
-        let mut out = self.stats.summary(now, self.input.counters());
+        let mut out = self.stats.summary(now, self.source.counters());
         if self.config.stats_every.is_some() {
             out.push_str("\nlatency from read to write, per client and frame:\n");
             out.push_str(&stats::percentile_distribution(&self.stats.latency));
@@ -414,15 +414,15 @@ impl Server {
     }
 
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
-        let starting = self.input.starting();
+        let starting = self.source.starting();
         let asked = self.viewers.ready(key, readable, now, starting, split_env!(self));
         if let Some(Asked::Figures { format, head_only }) = asked {
             // Only now, for /stats or /metrics, walk the viewers.
             self.refresh_stats();
-            let source = self.input.describe(now);
+            let source = self.source.describe(now);
             let figures = Figures {
                 now,
-                input: self.input.counters(),
+                input: self.source.counters(),
                 clients: self.viewers.len(),
                 viewers: self.viewers.streaming(),
                 held_bytes: self.viewers.held_bytes(),
@@ -439,11 +439,11 @@ impl Server {
         }
     }
 
-    /// Reads the input's turn, publishing each frame to the viewers.
-    fn read_input(&mut self, now: Instant) -> io::Result<()> {
+    /// Reads the source's turn, publishing each frame to the viewers.
+    fn read_source(&mut self, now: Instant) -> io::Result<()> {
         let registry = self.poll.registry();
         let (viewers, env) = (&mut self.viewers, split_env!(self));
-        let status = self.input.read(now, registry, &mut |jpeg, read_at| {
+        let status = self.source.read(now, registry, &mut |jpeg, read_at| {
             viewers.publish(jpeg, read_at, env);
         })?;
         if status == source::Status::Ended {
@@ -453,22 +453,22 @@ impl Server {
     }
 
     /// Takes the pending signals: the first starts draining, like the end
-    /// of the input; a second ends the loop at once (returns true), and a
-    /// camera still stopping is killed as the input driver is dropped.
+    /// of the source; a second ends the loop at once (returns true), and a
+    /// camera still stopping is killed as the source is dropped.
     fn signalled(&mut self, now: Instant) -> bool {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
             if signal == SIGCHLD {
                 let registry = self.poll.registry();
                 let (viewers, env) = (&mut self.viewers, split_env!(self));
-                let reaped = self.input.reap(now, registry, &mut |jpeg, read_at| {
+                let reaped = self.source.reap(now, registry, &mut |jpeg, read_at| {
                     viewers.publish(jpeg, read_at, env);
                 });
                 if let Err(e) = reaped {
                     crate::log!("warning: {e}");
                 }
                 if self.init {
-                    camera::reap_orphans(self.input.pid());
+                    camera::reap_orphans(self.source.pid());
                 }
                 continue;
             }
@@ -481,7 +481,7 @@ impl Server {
                 _ => "SIGHUP",
             };
             crate::log!("{name}: finishing the frames in flight, then exiting (again to exit now)");
-            self.input.stop(self.poll.registry());
+            self.source.stop(self.poll.registry());
             self.drain(now);
         }
         false
