@@ -5,7 +5,7 @@ gives, reports with [`Client::wrote`], and asks [`Client::next`] what comes
 after; everything a client decides is tested here, state by state.
 
 ```text
-            request routed: stream                 socket error, EOF, or no
+            request routed: stream                 a write fails, or no
  Request ───────────────────────────▶ Streaming ──progress for --client-timeout──▶ closed
   │ ▲       (head + latest frame)      ▲    │
   │ │                                  └────┘ frame done: the newest, or wait
@@ -21,7 +21,9 @@ says `keep-alive`) and the connection has answered fewer than
 [`MAX_REQUESTS_PER_CONNECTION`]. Requests pipelined behind it wait in the
 client's input, at most [`MAX_INPUT`] bytes, and are answered in order once
 the reply is sent. A client that ends its side after a whole request (a
-half-close) still gets its reply, and the requests pipelined before its end.
+half-close, as `nc -N` does) is still served: its reply, the requests it
+pipelined before its end, its stream or its waiting snapshot. A stream
+whose client has really gone ends when a write to it fails.
 
 A client's output is a response head it owns (small) plus at most one frame
 it shares with every other client (`Rc<Frame>`), and how much of the two it
@@ -320,11 +322,14 @@ impl Client {
         }
     }
 
-    /// True when the client has ended its side and is owed nothing more
-    /// than a reply being sent: no whole request is left to answer, or its
-    /// reply is sent (a stream or a waiting snapshot ends with its client).
+    /// True when the client has ended its side and is owed nothing more:
+    /// no whole request is left to answer, or its reply is sent. A client
+    /// may end its side as soon as its request is sent (`nc -N`, ncat, some
+    /// proxies), so its end never ends a reply, a stream or a waiting
+    /// snapshot: a stream whose client has really gone ends when a write
+    /// to it fails.
     pub fn finished(&self) -> bool {
-        self.ended && !matches!(self.state, State::Replying { .. })
+        self.ended && matches!(self.state, State::Request { .. } | State::Closing { .. })
     }
 
     /// True for a kept-alive connection that has sent nothing of a next
@@ -761,6 +766,14 @@ mod tests {
         drain(c, 100);
         assert_eq!(c.next(None, t, &mut stats, light), Next::Request);
         assert!(c.finished(), "no further request can come");
+        // A stream and a waiting snapshot are served.
+        let mut viewer = streaming(0, None, t);
+        viewer.ended = true;
+        assert!(!viewer.finished());
+        let mut waiting = Client::new(t, MAX_QUEUED);
+        waiting.await_frame(false, Connection::KeepAlive);
+        waiting.ended = true;
+        assert!(!waiting.finished());
         // A closing reply, once sent, is done with.
         let c = &mut answered(b"GET / HTTP/1.0\r\n\r\n", b"R", t);
         c.ended = true;

@@ -291,9 +291,9 @@ impl Viewers {
                     return Some(asked);
                 }
             }
-            // The client's end ends a stream or an unfinished request, but a
-            // reply is still owed to a client that sent its request and then
-            // half-closed, and so are the requests it pipelined before.
+            // The client's end closes an unfinished request, or a connection
+            // with nothing more to send: not a reply, a stream or a waiting
+            // snapshot asked for before it.
             if self.conns[key].client.finished() {
                 self.close(key, env.registry);
                 return None;

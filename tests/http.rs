@@ -470,3 +470,29 @@ fn a_browser_script_gets_content_length_and_a_browser_image_advance_headers() {
     assert!(img.starts_with("Content-Type: image/jpeg\r\n"), "{img}");
     assert!(!img.contains("Content-Length"), "{img}");
 }
+
+#[test]
+fn an_on_demand_snapshot_asked_for_then_half_closed_starts_the_camera_and_is_answered() {
+    // A camera that writes one JPEG ten times a second.
+    let jpeg = frames(1).remove(0);
+    let dir = std::env::temp_dir().join(format!("rms-half-close-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("frame.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    let camera = format!("while :; do cat '{}'; sleep 0.1; done", path.display());
+    let server = Server::start(&["--on-demand", "--exec", &camera]);
+    let mut s = server.connect();
+    // As `nc -N` sends it: the request, then shutdown(SHUT_WR). The server
+    // used to close at that end, and the camera never started.
+    s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert!(!raw.is_empty(), "no answer");
+    let (status, head, body) = common::split_response(&raw);
+    assert_eq!(status, 200, "{head}");
+    assert!(!head.contains("X-Source-State"), "the placeholder, not the camera's frame: {head}");
+    assert!(body == jpeg, "not the camera's frame");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
