@@ -132,7 +132,10 @@ pub enum Hold {
 #[derive(Clone, Copy)]
 struct Rate {
     interval: Duration,
-    next: Instant,
+    /// When the next frame is due; none before the viewer's first frame, so
+    /// that the schedule starts with that frame, not when the viewer joined
+    /// (which, before any frame exists, may be long before).
+    next: Option<Instant>,
 }
 
 impl Rate {
@@ -142,19 +145,20 @@ impl Rate {
         self.interval / 4
     }
 
-    fn allows(&self, now: Instant) -> bool {
-        now + self.slack() >= self.next
-    }
-
-    /// When to look again at a frame declined now: after the next one is
-    /// due, so that a source as fast as the cap is served by its own frames,
-    /// and the last frame before a pause still goes out.
-    fn retry_at(&self) -> Instant {
-        self.next + self.interval / 2
+    /// When to look again at a frame offered at `now`, if it must wait:
+    /// after the next one is due, so that a source as fast as the cap is
+    /// served by its own frames, and the last frame before a pause still
+    /// goes out.
+    fn wait(&self, now: Instant) -> Option<Instant> {
+        let next = self.next?;
+        (now + self.slack() < next).then(|| next + self.interval / 2)
     }
 
     fn took(&mut self, now: Instant) {
-        self.next = (self.next + self.interval).max(now);
+        self.next = Some(match self.next {
+            Some(next) => (next + self.interval).max(now),
+            None => now + self.interval,
+        });
     }
 }
 
@@ -375,7 +379,7 @@ impl Client {
         send_latest: bool,
         now: Instant,
     ) {
-        let mut rate = frame_interval.map(|interval| Rate { interval, next: now });
+        let mut rate = frame_interval.map(|interval| Rate { interval, next: None });
         let sent = latest.filter(|_| send_latest);
         if let (Some(rate), Some(_)) = (&mut rate, sent) {
             rate.took(now);
@@ -458,9 +462,9 @@ impl Client {
                 let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
                     return Next::Idle;
                 };
-                if let Some(rate) = s.rate.filter(|r| !r.allows(now)) {
+                if let Some(at) = s.rate.and_then(|r| r.wait(now)) {
                     s.held = Some(Hold::Rate);
-                    return Next::Retry(rate.retry_at());
+                    return Next::Retry(at);
                 }
                 // A reader already behind is looked at on every frame.
                 if self.blocked || self.unchecked >= CHECK_EVERY || s.reader.unread > 0 {
@@ -1030,5 +1034,29 @@ mod tests {
         c.next(Some(&second), retry, &mut stats, light);
         let State::Streaming(s) = &c.state else { panic!() };
         assert_eq!((s.frames, s.last_seq), (2, 2));
+    }
+
+    #[test]
+    fn a_capped_viewer_that_joins_before_any_frame_is_paced_from_its_first_frame() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let ms = |n| t + Duration::from_millis(n);
+        let mut c = Client::new(t, MAX_QUEUED);
+        // ?fps=0.5, and no frame yet.
+        c.stream(b"H".to_vec(), Length, Some(secs(2)), None, true, t);
+        drain(&mut c, 100);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Idle);
+        // The first frame comes 1.4 s later: taken at once.
+        assert_eq!(c.next(Some(&frame(1, 10)), ms(1400), &mut stats, light), Next::Write);
+        drain(&mut c, 100);
+        // The next is due 2 s after it (taken from 1.5 s after, the slack),
+        // not 2 s after the viewer joined.
+        let second = frame(2, 10);
+        let Next::Retry(retry) = c.next(Some(&second), ms(1500), &mut stats, light) else {
+            panic!("the second frame 0.1 s after the first")
+        };
+        assert_eq!(retry, ms(1400 + 2000 + 1000));
+        assert!(matches!(c.next(Some(&second), ms(2899), &mut stats, light), Next::Retry(_)));
+        assert_eq!(c.next(Some(&second), ms(2900), &mut stats, light), Next::Write);
     }
 }
