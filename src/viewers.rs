@@ -293,8 +293,12 @@ impl Viewers {
             }
             // The client's end closes an unfinished request, or a connection
             // with nothing more to send: not a reply, a stream or a waiting
-            // snapshot asked for before it.
-            if self.conns[key].client.finished() {
+            // snapshot asked for before it. A client that has gone answers
+            // the next write with a reset, which a read then reports as the
+            // end again, not as the error: ask the socket for it.
+            let conn = &self.conns[key];
+            let reset = || !matches!(conn.socket.take_error(), Ok(None));
+            if conn.client.finished() || (conn.client.ended && reset()) {
                 self.close(key, env.registry);
                 return None;
             }
