@@ -77,6 +77,9 @@ struct Conn {
     retry_at: Option<Instant>,
     /// The frame counted for it in [`Held`]: its number and size.
     held: Option<(u64, usize)>,
+    /// Bytes were left in the socket when its input was full: no event
+    /// will announce them.
+    unread: bool,
 }
 
 /// The distinct frames clients hold while they send them, counted once
@@ -261,6 +264,7 @@ impl Viewers {
                 idle_at: None,
                 retry_at: None,
                 held: None,
+                unread: false,
             });
         }
     }
@@ -443,11 +447,16 @@ impl Viewers {
                 conn.retry_at = None;
                 self.set_idle(key, false);
             }
-            // The next request may be in its input or its socket already,
-            // which no event will announce (edge-triggered): look this turn.
+            // A next request in its input or left in its socket, or its
+            // end, comes with no new event (edge-triggered): look this turn.
+            // Otherwise the request's bytes will bring an event; reading now
+            // would only find the socket empty.
             Next::Request => {
-                conn.retry_at = Some(now);
-                env.deadlines.retry(key, now);
+                let client = &conn.client;
+                if !client.input().is_empty() || client.ended || conn.unread {
+                    conn.retry_at = Some(now);
+                    env.deadlines.retry(key, now);
+                }
                 self.set_idle(key, false);
             }
             // A waiting snapshot keeps its deadline.
@@ -705,16 +714,25 @@ fn read_in(conn: &mut Conn) -> Peer {
     loop {
         let room = conn.client.input_room();
         let len = match room {
-            Some(0) => return Peer::Open,
+            Some(0) => {
+                conn.unread = true;
+                return Peer::Open;
+            }
             Some(room) => room.min(READ_CHUNK),
             None if drained >= DRAIN_PER_EVENT => return Peer::Open,
             None => READ_CHUNK,
         };
         match conn.socket.read(&mut chunk[..len]) {
-            Ok(0) => return Peer::Ended,
+            Ok(0) => {
+                conn.unread = false;
+                return Peer::Ended;
+            }
             Ok(n) if room.is_some() => conn.client.received(&chunk[..n]),
             Ok(n) => drained += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Peer::Open,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.unread = false;
+                return Peer::Open;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Peer::Failed,
         }

@@ -116,16 +116,18 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
 fn pipelined_requests_beyond_what_the_server_buffers_are_all_answered_in_order() {
     const FAVICON: &[u8] = include_bytes!("../src/favicon.ico");
     let (server, jpeg) = snapshot_server(&[]);
-    // 60 requests of 200 bytes: 12 KB, more than the 8 KiB held at once.
+    // 91 requests of 128 bytes: the first 64 fill the 8 KiB the server holds
+    // exactly, and the rest wait in its socket, where no event announces them.
     let requests = ["GET /snapshot.jpg", "GET /favicon.ico", "HEAD /snapshot", "GET /nothing"];
     let mut all = Vec::new();
-    for n in 0..60 {
-        let request = format!("{} HTTP/1.1\r\nHost: x\r\nX-Pad: ", requests[n % 4]);
-        let pad = "p".repeat(200 - request.len() - 4);
+    for n in 0..=90 {
+        let (target, connection) =
+            if n == 90 { ("GET /nothing", "close") } else { (requests[n % 4], "keep-alive") };
+        let request = format!("{target} HTTP/1.1\r\nConnection: {connection}\r\nX-Pad: ");
+        let pad = "p".repeat(128 - request.len() - 4);
         all.extend(format!("{request}{pad}\r\n\r\n").bytes());
     }
-    all.extend_from_slice(b"GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert!(all.len() > 12_000);
+    assert_eq!(all.len(), 91 * 128);
     let mut s = server.connect();
     let reader = s.try_clone().unwrap();
     // Written on a thread: the answers must be read meanwhile.
@@ -134,9 +136,9 @@ fn pipelined_requests_beyond_what_the_server_buffers_are_all_answered_in_order()
     BufReader::new(reader).read_to_end(&mut raw).unwrap();
     writer.join().unwrap();
     let mut expected = Vec::new();
-    for n in 0..61 {
+    for n in 0..=90 {
         // The last is a 404 that says close.
-        let (connection, kind) = if n == 60 { ("close", 3) } else { ("keep-alive", n % 4) };
+        let (connection, kind) = if n == 90 { ("close", 3) } else { ("keep-alive", n % 4) };
         match kind {
             0 => {
                 expected.extend(head("200 OK", connection, "image/jpeg", jpeg.len()).bytes());
@@ -167,6 +169,26 @@ fn pipelined_requests_beyond_what_the_server_buffers_are_all_answered_in_order()
         expected.len(),
         String::from_utf8_lossy(&raw[same..raw.len().min(same + 300)])
     );
+}
+
+#[test]
+fn a_request_as_long_as_the_buffer_is_answered_and_then_the_one_behind_it() {
+    let server = Server::start(&[]);
+    // 8 KiB exactly: the server holds it whole, and the next request stays
+    // in its socket, where no event announces it once the first is answered.
+    let mut first = b"GET /nothing HTTP/1.1\r\nX-Pad: ".to_vec();
+    first.resize(8 * 1024 - 4, b'p');
+    first.extend_from_slice(b"\r\n\r\n");
+    let second = b"GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let mut s = server.connect();
+    s.write_all(&[&first[..], second].concat()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut expected = head("404 Not Found", "keep-alive", "text/plain", 14).into_bytes();
+    expected.extend_from_slice(b"404 Not Found\n");
+    expected.extend(head("404 Not Found", "close", "text/plain", 14).bytes());
+    expected.extend_from_slice(b"404 Not Found\n");
+    assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&expected));
 }
 
 #[test]
