@@ -5,13 +5,25 @@ gives, reports with [`Client::wrote`], and asks [`Client::next`] what comes
 after; everything a client decides is tested here, state by state.
 
 ```text
-            request routed: stream                 socket error, EOF, or no
+            request routed: stream                 a write fails, or no
  Request ───────────────────────────▶ Streaming ──progress for --client-timeout──▶ closed
-    │        (head + latest frame)      ▲    │
-    │                                   └────┘ frame done: the newest, or wait
-    │ request routed: anything else, or an error status
-    └───────────────────────────────▶ Replying ──all sent──▶ Closing ──client's EOF──▶ closed
+  │ ▲       (head + latest frame)      ▲    │
+  │ │                                  └────┘ frame done: the newest, or wait
+  │ │ request routed: anything else, or an error status
+  └─┼────────────────────────────────▶ Replying ──all sent──▶ Closing ──client's EOF──▶ closed
+    │                                   │
+    └────── all sent, kept alive ───────┘
 ```
+
+A whole reply keeps the connection for the next request when the client
+lets it (HTTP/1.1 unless it says `Connection: close`; HTTP/1.0 only if it
+says `keep-alive`) and the connection has answered fewer than
+[`MAX_REQUESTS_PER_CONNECTION`]. Requests pipelined behind it wait in the
+client's input, at most [`MAX_INPUT`] bytes, and are answered in order once
+the reply is sent. A client that ends its side after a whole request (a
+half-close, as `nc -N` does) is still served: its reply, the requests it
+pipelined before its end, its stream or its waiting snapshot. A stream
+whose client has really gone ends when a write to it fails.
 
 A client's output is a response head it owns (small) plus at most one frame
 it shares with every other client (`Rc<Frame>`), and how much of the two it
@@ -21,7 +33,7 @@ slow client holds one frame, never a queue, and never delays the rest.
 */
 
 use crate::frame::{io_slices, Frame};
-use crate::http::Framing;
+use crate::http::{self, Connection, Framing};
 use crate::reader::Reader;
 use crate::stats::Stats;
 use crate::tcp::{self, Backlog, Look};
@@ -41,16 +53,39 @@ const CHECK_EVERY: u8 = 8;
 /// would wake it, and a slow source's next frame may be far off.
 pub const QUEUE_RETRY: Duration = Duration::from_millis(10);
 
+/// A kept-alive connection must bring its next whole request within this
+/// long of its last reply (or `--request-timeout`, if that is shorter), or
+/// it is closed. Pollers such as Mainsail's and Fluidd's ask many times a
+/// second, so this ends only connections nobody uses, which count towards
+/// `--max-clients` while they wait; 5 s is Apache's `KeepAliveTimeout`.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+
+/// Requests one connection may make; the reply to the last says
+/// `Connection: close`. So a poller's connection is opened again now and
+/// then, and a load balancer in front of several relays spreads it anew;
+/// one connect per 100 snapshots costs little (Apache's
+/// `MaxKeepAliveRequests` is also 100).
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
+
+/// Bytes kept of what a client has sent and is not answered yet: the
+/// request being read, or on a kept-alive connection the requests pipelined
+/// behind the one being answered. One request's worth, since a request must
+/// fit whole to be parsed; more waits in the kernel's socket buffer, where
+/// TCP's flow control holds the sender back.
+pub const MAX_INPUT: usize = http::MAX_REQUEST_BYTES;
+
 pub enum State {
-    /// Reading the request; `buf` never exceeds [`crate::http::MAX_REQUEST_BYTES`].
-    Request { buf: Vec<u8> },
-    /// Sending a whole response, then closing.
-    Replying,
+    /// Waiting for a whole request in the client's input, since the
+    /// connection was accepted or its last reply was sent.
+    Request { since: Instant },
+    /// Sending a whole response; then the connection closes, or waits for
+    /// the next request.
+    Replying { connection: Connection },
     /// Sending frames.
     Streaming(Stream),
     /// A snapshot waiting for the camera's first frame, until its retry
     /// deadline (`router::SNAPSHOT_WAIT`).
-    Awaiting { head_only: bool },
+    Awaiting { head_only: bool, connection: Connection },
     /// The reply is sent and our side shut down; waiting for the client to
     /// close, so that closing first does not reset the connection under a
     /// reply it has not read yet.
@@ -96,7 +131,10 @@ pub enum Hold {
 #[derive(Clone, Copy)]
 struct Rate {
     interval: Duration,
-    next: Instant,
+    /// When the next frame is due; none before the viewer's first frame, so
+    /// that the schedule starts with that frame, not when the viewer joined
+    /// (which, before any frame exists, may be long before).
+    next: Option<Instant>,
 }
 
 impl Rate {
@@ -106,19 +144,20 @@ impl Rate {
         self.interval / 4
     }
 
-    fn allows(&self, now: Instant) -> bool {
-        now + self.slack() >= self.next
-    }
-
-    /// When to look again at a frame declined now: after the next one is
-    /// due, so that a source as fast as the cap is served by its own frames,
-    /// and the last frame before a pause still goes out.
-    fn retry_at(&self) -> Instant {
-        self.next + self.interval / 2
+    /// When to look again at a frame offered at `now`, if it must wait:
+    /// after the next one is due, so that a source as fast as the cap is
+    /// served by its own frames, and the last frame before a pause still
+    /// goes out.
+    fn wait(&self, now: Instant) -> Option<Instant> {
+        let next = self.next?;
+        (now + self.slack() < next).then(|| next + self.interval / 2)
     }
 
     fn took(&mut self, now: Instant) {
-        self.next = (self.next + self.interval).max(now);
+        self.next = Some(match self.next {
+            Some(next) => (next + self.interval).max(now),
+            None => now + self.interval,
+        });
     }
 }
 
@@ -172,12 +211,22 @@ pub enum Next {
     Retry(Instant),
     /// The reply is sent: shut down our side of the socket.
     Shutdown,
+    /// The reply is sent and the connection kept: answer the next request,
+    /// which may have come already.
+    Request,
     /// Only the client can move things on (its request, or its close).
     Read,
 }
 
 pub struct Client {
     pub state: State,
+    /// What the client sent that is not answered yet, at most [`MAX_INPUT`].
+    input: Vec<u8>,
+    /// Requests answered on this connection.
+    requests: u32,
+    /// The client has ended its side (closed, or half-closed): no request
+    /// can follow what is in its input.
+    pub ended: bool,
     /// `--max-queued-bytes`: how much may be ahead of a frame on the path,
     /// and unread by the application.
     max_queued: usize,
@@ -203,7 +252,10 @@ pub struct Client {
 impl Client {
     pub fn new(now: Instant, max_queued: usize) -> Client {
         Client {
-            state: State::Request { buf: Vec::new() },
+            state: State::Request { since: now },
+            input: Vec::new(),
+            requests: 0,
+            ended: false,
             max_queued,
             accepted: now,
             last_progress: now,
@@ -231,9 +283,83 @@ impl Client {
         self.out.frame.as_ref().map(|(f, _)| (f.seq, f.jpeg.len()))
     }
 
-    /// Sends `head` (and a snapshot's JPEG), then closes.
-    pub fn reply(&mut self, head: Vec<u8>, jpeg: Option<Rc<Frame>>, now: Instant) {
-        self.state = State::Replying;
+    /// How many more bytes of what the client sends to keep for its next
+    /// request, or None when they are thrown away (during a stream, or a
+    /// reply after which the connection closes).
+    pub fn input_room(&self) -> Option<usize> {
+        let keeps = match self.state {
+            State::Request { .. } => true,
+            State::Replying { connection } | State::Awaiting { connection, .. } => {
+                connection == Connection::KeepAlive
+            }
+            State::Streaming(_) | State::Closing { .. } => false,
+        };
+        keeps.then(|| MAX_INPUT.saturating_sub(self.input.len()))
+    }
+
+    /// Keeps bytes the client sent, within [`Client::input_room`].
+    pub fn received(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= self.input_room().unwrap_or(0));
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// What the client has sent towards its next request.
+    pub fn input(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// Takes the request about to be answered out of the input; `message`
+    /// says where it ends, and whether the client lets the connection stay
+    /// open after it. Returns what the reply should do to the connection.
+    pub fn answering(&mut self, message: Option<http::Message>) -> Connection {
+        self.requests += 1;
+        match message {
+            Some(m) if m.keep_alive && self.requests < MAX_REQUESTS_PER_CONNECTION => {
+                self.input.drain(..m.len);
+                Connection::KeepAlive
+            }
+            _ => {
+                self.input = Vec::new();
+                Connection::Close
+            }
+        }
+    }
+
+    /// True when the client has ended its side and is owed nothing more:
+    /// no whole request is left to answer, or its reply is sent. A client
+    /// may end its side as soon as its request is sent (`nc -N`, ncat, some
+    /// proxies), so its end never ends a reply, a stream or a waiting
+    /// snapshot: a stream whose client has really gone ends when a write
+    /// to it fails.
+    pub fn finished(&self) -> bool {
+        self.ended && matches!(self.state, State::Request { .. } | State::Closing { .. })
+    }
+
+    /// True for a kept-alive connection that has sent nothing of a next
+    /// request: when its wait ends, the client did nothing wrong.
+    pub fn between_requests(&self) -> bool {
+        matches!(self.state, State::Request { .. }) && self.requests > 0 && self.input.is_empty()
+    }
+
+    /// Waits for the camera's first frame, to answer a snapshot with it.
+    pub fn await_frame(&mut self, head_only: bool, connection: Connection) {
+        self.state = State::Awaiting { head_only, connection };
+    }
+
+    /// Sends `head` (and a snapshot's JPEG), then closes the connection or
+    /// waits for the next request, as `connection` says.
+    pub fn reply(
+        &mut self,
+        head: Vec<u8>,
+        jpeg: Option<Rc<Frame>>,
+        connection: Connection,
+        now: Instant,
+    ) {
+        if connection == Connection::Close {
+            // What the client sends from now on is thrown away.
+            self.input = Vec::new();
+        }
+        self.state = State::Replying { connection };
         self.last_progress = now;
         self.out = Output { head, frame: jpeg.map(|f| (f, Body::Jpeg)), sent: 0 };
     }
@@ -252,7 +378,7 @@ impl Client {
         send_latest: bool,
         now: Instant,
     ) {
-        let mut rate = frame_interval.map(|interval| Rate { interval, next: now });
+        let mut rate = frame_interval.map(|interval| Rate { interval, next: None });
         let sent = latest.filter(|_| send_latest);
         if let (Some(rate), Some(_)) = (&mut rate, sent) {
             rate.took(now);
@@ -274,6 +400,8 @@ impl Client {
         let frame = sent.map(|f| (Rc::clone(f), Body::Part(framing)));
         self.out = Output { head, frame, sent: 0 };
         self.timed = false;
+        // A stream never ends: anything pipelined behind it is thrown away.
+        self.input = Vec::new();
     }
 
     /// Fills `iov` with what remains to be sent; returns how many slices.
@@ -320,18 +448,23 @@ impl Client {
         self.out = Output::default();
         match &mut self.state {
             State::Request { .. } | State::Closing { .. } | State::Awaiting { .. } => Next::Read,
-            State::Replying => {
+            State::Replying { connection: Connection::Close } => {
                 self.state = State::Closing { since: now };
                 Next::Shutdown
+            }
+            State::Replying { connection: Connection::KeepAlive } => {
+                self.state = State::Request { since: now };
+                self.last_progress = now;
+                Next::Request
             }
             State::Streaming(s) => {
                 s.held = None;
                 let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
                     return Next::Idle;
                 };
-                if let Some(rate) = s.rate.filter(|r| !r.allows(now)) {
+                if let Some(at) = s.rate.and_then(|r| r.wait(now)) {
                     s.held = Some(Hold::Rate);
-                    return Next::Retry(rate.retry_at());
+                    return Next::Retry(at);
                 }
                 // The pace its reads showed, once learned: a schedule, as
                 // `?fps` is, and no stall.
@@ -400,7 +533,8 @@ impl Client {
         }
     }
 
-    /// True when the client has overstayed: no request by `request`, a
+    /// True when the client has overstayed: no whole request by `request`
+    /// (by [`KEEP_ALIVE_IDLE`], if shorter, after a kept-alive reply), a
     /// reply or frame it has not taken for `client` (a frame held back
     /// only by the viewer's own `?fps` is not waiting for it), or no close
     /// within `linger` of its reply.
@@ -413,9 +547,12 @@ impl Client {
     ) -> bool {
         let stuck = now.duration_since(self.last_progress) >= client;
         match &self.state {
-            State::Request { .. } => now.duration_since(self.accepted) >= request,
+            State::Request { since } => {
+                let limit = if self.requests == 0 { request } else { request.min(KEEP_ALIVE_IDLE) };
+                now.duration_since(*since) >= limit
+            }
             State::Closing { since } => now.duration_since(*since) >= linger,
-            State::Replying => stuck,
+            State::Replying { .. } => stuck,
             // Its own deadline answers it.
             State::Awaiting { .. } => false,
             State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
@@ -484,7 +621,7 @@ mod tests {
         let mut stats = Stats::new(t);
         let mut c = Client::new(t, MAX_QUEUED);
         let snap = frame(3, 100);
-        c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)), t);
+        c.reply(b"HEAD\r\n\r\n".to_vec(), Some(Rc::clone(&snap)), Connection::Close, t);
         assert_eq!(c.queued_bytes(), 8 + 100);
         assert_eq!(c.next(None, t, &mut stats, light), Next::Write);
         let sent = drain(&mut c, 7);
@@ -503,12 +640,149 @@ mod tests {
     fn a_reply_the_client_does_not_take_expires_at_the_client_timeout() {
         let t = Instant::now();
         let mut c = Client::new(t, MAX_QUEUED);
-        c.reply(vec![b'x'; 10], None, t);
+        c.reply(vec![b'x'; 10], None, Connection::Close, t);
         // Bytes trickled out are no progress: the reply must be done in time.
         c.wrote(4);
         c.would_block();
         assert!(!c.expired(t + secs(9), secs(10), secs(10), secs(2)));
         assert!(c.expired(t + secs(10), secs(10), secs(10), secs(2)));
+    }
+
+    // Keep-alive: the Replying state back to Request.
+
+    /// A client that has sent `input`, with its first request answered by
+    /// `reply` (`connection` as the parse and the cap allow).
+    fn answered(input: &[u8], reply: &[u8], t: Instant) -> Client {
+        let mut c = Client::new(t, MAX_QUEUED);
+        c.received(input);
+        let (_, message) = http::parse_message(c.input());
+        let connection = c.answering(message);
+        c.reply(reply.to_vec(), None, connection, t);
+        c
+    }
+
+    #[test]
+    fn a_kept_alive_reply_goes_back_to_reading_with_the_pipelined_requests_kept() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let next = b"GET /stats HTTP/1.1\r\n\r\nGET /";
+        let c = &mut answered(&[&b"GET / HTTP/1.1\r\n\r\n"[..], next].concat(), b"R", t);
+        assert!(matches!(c.state, State::Replying { connection: Connection::KeepAlive }));
+        assert_eq!(c.input(), next, "only the answered request is taken out");
+        // Bytes that come while the reply goes out are kept too.
+        assert_eq!(c.input_room(), Some(MAX_INPUT - next.len()));
+        c.received(b"x");
+        assert_eq!(drain(c, 1), b"R");
+        let later = t + secs(1);
+        assert_eq!(c.next(None, later, &mut stats, light), Next::Request);
+        assert!(matches!(c.state, State::Request { since } if since == later));
+        assert_eq!(c.input(), [&next[..], b"x"].concat());
+        assert_eq!(c.next(None, later, &mut stats, light), Next::Read);
+        assert!(!c.between_requests(), "part of a request came");
+    }
+
+    #[test]
+    fn input_is_kept_to_a_bound_while_a_request_is_due_and_thrown_away_otherwise() {
+        let t = Instant::now();
+        let mut c = Client::new(t, MAX_QUEUED);
+        assert_eq!(c.input_room(), Some(MAX_INPUT));
+        c.received(&[b'G'; MAX_INPUT]);
+        assert_eq!(c.input_room(), Some(0));
+        let closing = &mut answered(b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n", b"R", t);
+        assert!(matches!(closing.state, State::Replying { connection: Connection::Close }));
+        assert_eq!((closing.input(), closing.input_room()), (&b""[..], None));
+        let mut viewer = Client::new(t, MAX_QUEUED);
+        viewer.received(b"GET /stream HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        viewer.stream(b"H".to_vec(), Length, None, None, true, t);
+        assert_eq!((viewer.input(), viewer.input_room()), (&b""[..], None));
+        let mut waiting = Client::new(t, MAX_QUEUED);
+        waiting.await_frame(false, Connection::KeepAlive);
+        assert_eq!(waiting.input_room(), Some(MAX_INPUT));
+        waiting.await_frame(false, Connection::Close);
+        assert_eq!(waiting.input_room(), None);
+    }
+
+    #[test]
+    fn the_hundredth_request_on_a_connection_is_answered_with_close() {
+        let t = Instant::now();
+        let request = b"GET /snapshot HTTP/1.1\r\n\r\n";
+        let message = http::parse_message(request).1;
+        let mut c = Client::new(t, MAX_QUEUED);
+        for n in 1..MAX_REQUESTS_PER_CONNECTION {
+            c.received(request);
+            assert_eq!(c.answering(message), Connection::KeepAlive, "request {n}");
+        }
+        c.received(request);
+        assert_eq!(c.answering(message), Connection::Close);
+        assert_eq!(MAX_REQUESTS_PER_CONNECTION, 100);
+    }
+
+    #[test]
+    fn a_malformed_request_or_one_that_says_close_closes() {
+        let t = Instant::now();
+        let mut c = Client::new(t, MAX_QUEUED);
+        c.received(b"GET / HTTP/1.1\r\nNo colon\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        let (_, message) = http::parse_message(c.input());
+        assert_eq!(c.answering(message), Connection::Close);
+        assert!(c.input().is_empty());
+        let c = answered(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"R", t);
+        assert!(matches!(c.state, State::Replying { connection: Connection::Close }));
+    }
+
+    #[test]
+    fn a_kept_alive_connection_waits_the_shorter_of_its_idle_time_and_the_request_timeout() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let c = &mut answered(b"GET / HTTP/1.1\r\n\r\n", b"R", t);
+        drain(c, 100);
+        let sent = t + secs(30);
+        assert_eq!(c.next(None, sent, &mut stats, light), Next::Request);
+        assert!(c.between_requests());
+        let request = secs(10);
+        let idle = KEEP_ALIVE_IDLE;
+        assert!(!c.expired(sent + idle - Duration::from_millis(1), request, secs(10), secs(2)));
+        assert!(c.expired(sent + idle, request, secs(10), secs(2)));
+        // A shorter --request-timeout is the shorter wait.
+        assert!(c.expired(sent + secs(1), secs(1), secs(10), secs(2)));
+        // A next request begun is no longer idle: its timeout is the client's fault.
+        c.received(b"GET /sn");
+        assert!(!c.between_requests());
+        // The first request has the whole --request-timeout.
+        let first = Client::new(t, MAX_QUEUED);
+        assert!(!first.between_requests());
+        assert!(!first.expired(t + idle, request, secs(10), secs(2)));
+    }
+
+    #[test]
+    fn a_client_that_ended_its_side_is_finished_only_when_nothing_more_is_owed() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        // Half-closed after a request: the reply is still owed.
+        let c = &mut answered(b"GET / HTTP/1.1\r\n\r\n", b"R", t);
+        c.ended = true;
+        assert!(!c.finished());
+        drain(c, 100);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Request);
+        assert!(c.finished(), "no further request can come");
+        // A stream and a waiting snapshot are served.
+        let mut viewer = streaming(0, None, t);
+        viewer.ended = true;
+        assert!(!viewer.finished());
+        let mut waiting = Client::new(t, MAX_QUEUED);
+        waiting.await_frame(false, Connection::KeepAlive);
+        waiting.ended = true;
+        assert!(!waiting.finished());
+        // A closing reply, once sent, is done with.
+        let c = &mut answered(b"GET / HTTP/1.0\r\n\r\n", b"R", t);
+        c.ended = true;
+        drain(c, 100);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Shutdown);
+        assert!(c.finished());
+        // An unfinished request never will be.
+        let mut partial = Client::new(t, MAX_QUEUED);
+        partial.received(b"GET /vid");
+        partial.ended = true;
+        assert!(partial.finished());
     }
 
     // The Streaming state.
@@ -754,5 +1028,29 @@ mod tests {
         c.next(Some(&second), retry, &mut stats, light);
         let State::Streaming(s) = &c.state else { panic!() };
         assert_eq!((s.frames, s.last_seq), (2, 2));
+    }
+
+    #[test]
+    fn a_capped_viewer_that_joins_before_any_frame_is_paced_from_its_first_frame() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let ms = |n| t + Duration::from_millis(n);
+        let mut c = Client::new(t, MAX_QUEUED);
+        // ?fps=0.5, and no frame yet.
+        c.stream(b"H".to_vec(), Length, Some(secs(2)), None, true, t);
+        drain(&mut c, 100);
+        assert_eq!(c.next(None, t, &mut stats, light), Next::Idle);
+        // The first frame comes 1.4 s later: taken at once.
+        assert_eq!(c.next(Some(&frame(1, 10)), ms(1400), &mut stats, light), Next::Write);
+        drain(&mut c, 100);
+        // The next is due 2 s after it (taken from 1.5 s after, the slack),
+        // not 2 s after the viewer joined.
+        let second = frame(2, 10);
+        let Next::Retry(retry) = c.next(Some(&second), ms(1500), &mut stats, light) else {
+            panic!("the second frame 0.1 s after the first")
+        };
+        assert_eq!(retry, ms(1400 + 2000 + 1000));
+        assert!(matches!(c.next(Some(&second), ms(2899), &mut stats, light), Next::Retry(_)));
+        assert_eq!(c.next(Some(&second), ms(2900), &mut stats, light), Next::Write);
     }
 }

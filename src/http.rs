@@ -103,7 +103,7 @@ impl Request {
 }
 
 /// The outcome of parsing what a client has sent so far.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// More bytes are needed.
     Partial,
@@ -141,64 +141,63 @@ impl Status {
     }
 }
 
+/// Where a whole request ends in what the client sent, and whether the
+/// client lets the connection carry another request after its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The request's length: any bytes after it begin the next request.
+    pub len: usize,
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection:
+    /// keep-alive` (RFC 9112 §9.3); and no body, since the server reads no
+    /// bodies and could not tell where the next request begins.
+    pub keep_alive: bool,
+}
+
+/// What a whole response's `Connection` header says: whether the server
+/// reads another request on the connection once the response is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    Close,
+    /// Said to HTTP/1.1 clients too, where it is the default, so that one
+    /// head serves both versions (an HTTP/1.0 client needs it said).
+    KeepAlive,
+}
+
+impl Connection {
+    fn header(self) -> &'static str {
+        match self {
+            Connection::Close => "Connection: close\r\n",
+            Connection::KeepAlive => "Connection: keep-alive\r\n",
+        }
+    }
+}
+
 /// Parses the bytes received so far from one client.
 pub fn parse(buf: &[u8]) -> Parsed {
+    parse_message(buf).0
+}
+
+/// Parses the bytes received so far from one client, and says where the
+/// request ends when it is whole and well-formed, even if it earns an error
+/// (`404`, `405`, a bad `?fps`). A malformed request, or one cut off at
+/// [`MAX_REQUEST_BYTES`], has no such end: its answer closes the connection.
+pub fn parse_message(buf: &[u8]) -> (Parsed, Option<Message>) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST_BYTES => {
-            Parsed::Error(too_large(buf))
+            (Parsed::Error(too_large(buf)), None)
         }
-        Ok(httparse::Status::Partial) => Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => Parsed::Error(Status::HeadersTooLarge),
-        Err(_) => Parsed::Error(Status::BadRequest),
-        Ok(httparse::Status::Complete(_)) => {
-            let (Some(method), Some(target)) = (req.method, req.path) else {
-                return Parsed::Error(Status::BadRequest);
+        Ok(httparse::Status::Partial) => (Parsed::Partial, None),
+        Err(httparse::Error::TooManyHeaders) => (Parsed::Error(Status::HeadersTooLarge), None),
+        Err(_) => (Parsed::Error(Status::BadRequest), None),
+        Ok(httparse::Status::Complete(len)) => {
+            let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+            else {
+                return (Parsed::Error(Status::BadRequest), None);
             };
-            let header = |name: &str| {
-                req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-            };
-            let method = match method {
-                "GET" => Method::Get,
-                "HEAD" => Method::Head,
-                "OPTIONS" => Method::Options,
-                _ => return Parsed::Error(Status::MethodNotAllowed),
-            };
-            let target = match Target::parse(target) {
-                Ok(target) => target,
-                Err(status) => return Parsed::Error(status),
-            };
-            // Framed for what the request is for, not for who sends it: a
-            // browser's <img> or page load is painted by the browser itself,
-            // which wants the next part's headers early; a fetch() from a
-            // page's script (Mainsail's MJPEG-Streamer mode: Accept */*)
-            // sizes parts by Content-Length, as players do.
-            let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
-            let shown = req
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("accept"))
-                .any(|h| asks_for_image_or_page(h.value));
-            let framing = match target.advance_headers {
-                Some(true) => Framing::AdvanceHeaders,
-                Some(false) => Framing::Length,
-                None if browser && shown => Framing::AdvanceHeaders,
-                None => Framing::Length,
-            };
-            // WebKit's <img> and page loads take multipart; its fetch() only
-            // the same bytes under another name.
-            let webkit = header("user-agent").is_some_and(is_webkit);
-            let stream_type =
-                if webkit && !shown { StreamType::OctetStream } else { StreamType::Multipart };
-            Parsed::Request(Request {
-                route: target.route,
-                method,
-                framing,
-                stream_type,
-                frame_interval: target.frame_interval,
-                authorization: header("authorization").map(<[u8]>::to_vec),
-            })
+            let message = Message { len, keep_alive: keep_alive(version, req.headers) };
+            (request(method, target, req.headers), Some(message))
         }
     }
 }
@@ -209,6 +208,73 @@ pub fn parse(buf: &[u8]) -> Parsed {
 fn is_webkit(user_agent: &[u8]) -> bool {
     let has = |word: &[u8]| memchr::memmem::find(user_agent, word).is_some();
     has(b"AppleWebKit/") && !has(b"Chrome/") && !has(b"Chromium/")
+}
+
+/// A whole request's meaning, or the status it earns.
+fn request(method: &str, target: &str, headers: &[httparse::Header]) -> Parsed {
+    let header =
+        |name: &str| headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        _ => return Parsed::Error(Status::MethodNotAllowed),
+    };
+    let target = match Target::parse(target) {
+        Ok(target) => target,
+        Err(status) => return Parsed::Error(status),
+    };
+    // Framed for what the request is for, not for who sends it: a
+    // browser's <img> or page load is painted by the browser itself,
+    // which wants the next part's headers early; a fetch() from a
+    // page's script (Mainsail's MJPEG-Streamer mode: Accept */*)
+    // sizes parts by Content-Length, as players do.
+    let browser = header("user-agent").is_some_and(|ua| ua.starts_with(b"Mozilla/"));
+    let shown = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("accept"))
+        .any(|h| asks_for_image_or_page(h.value));
+    let framing = match target.advance_headers {
+        Some(true) => Framing::AdvanceHeaders,
+        Some(false) => Framing::Length,
+        None if browser && shown => Framing::AdvanceHeaders,
+        None => Framing::Length,
+    };
+    // WebKit's <img> and page loads take multipart; its fetch() only the
+    // same bytes under another name.
+    let webkit = header("user-agent").is_some_and(is_webkit);
+    let stream_type =
+        if webkit && !shown { StreamType::OctetStream } else { StreamType::Multipart };
+    Parsed::Request(Request {
+        route: target.route,
+        method,
+        framing,
+        stream_type,
+        frame_interval: target.frame_interval,
+        authorization: header("authorization").map(<[u8]>::to_vec),
+    })
+}
+
+/// Whether a request of HTTP/1.`minor` with these headers lets the
+/// connection stay open after its reply. `Connection` is a list of
+/// tokens, possibly over several lines, any case; `close` wins. A body
+/// (`Transfer-Encoding`, or a `Content-Length` that is not 0) is never
+/// read, so its connection is not kept either.
+fn keep_alive(minor: u8, headers: &[httparse::Header]) -> bool {
+    let tokens = || {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    let close = tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
+    let asked = tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
+    let body = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
+    });
+    !close && !body && (minor >= 1 || asked)
 }
 
 /// True if an `Accept` value names an `image/` type or range, or
@@ -335,16 +401,15 @@ fn truthy(value: &str) -> bool {
 const NO_CACHE: &str = "Cache-Control: no-cache, no-store, must-revalidate\r\nPragma: no-cache\r\n";
 
 /// Headers every response carries.
-fn common(out: &mut String, status: &str, extra: &str) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status}\r\nServer: raspivid_mjpeg_server\r\nConnection: close\r\n{extra}"
-    );
+fn common(out: &mut String, status: &str, extra: &str, connection: Connection) {
+    let connection = connection.header();
+    let _ =
+        write!(out, "HTTP/1.1 {status}\r\nServer: raspivid_mjpeg_server\r\n{connection}{extra}");
 }
 
 /// The head of a stream response, and the start of its body up to the
 /// first JPEG byte (the opening delimiter; for [`Framing::AdvanceHeaders`]
-/// also the first part's headers).
+/// also the first part's headers). A stream ends only with its connection.
 pub fn stream_head(
     extra: &str,
     framing: Framing,
@@ -352,7 +417,7 @@ pub fn stream_head(
     unix_micros: u64,
 ) -> Vec<u8> {
     let mut out = String::with_capacity(512);
-    common(&mut out, "200 OK", extra);
+    common(&mut out, "200 OK", extra, Connection::Close);
     let _ = write!(
         out,
         "Content-Type: {}\r\n{NO_CACHE}\r\n--{BOUNDARY}\r\n",
@@ -365,9 +430,9 @@ pub fn stream_head(
 }
 
 /// The body prefix a stream response omits under HEAD.
-pub fn stream_head_only(extra: &str, stream_type: StreamType) -> Vec<u8> {
+pub fn stream_head_only(extra: &str, stream_type: StreamType, connection: Connection) -> Vec<u8> {
     let mut out = String::with_capacity(256);
-    common(&mut out, "200 OK", extra);
+    common(&mut out, "200 OK", extra, connection);
     let _ = write!(out, "Content-Type: {}\r\n{NO_CACHE}\r\n", stream_content_type(stream_type));
     out.into_bytes()
 }
@@ -403,9 +468,15 @@ pub fn push_part_headers(
 }
 
 /// The head of a response that caches may keep for `max_age` seconds.
-pub fn cached_head(content_type: &str, length: usize, max_age: u32, extra: &str) -> Vec<u8> {
+pub fn cached_head(
+    content_type: &str,
+    length: usize,
+    max_age: u32,
+    extra: &str,
+    connection: Connection,
+) -> Vec<u8> {
     let mut out = String::with_capacity(256);
-    common(&mut out, "200 OK", extra);
+    common(&mut out, "200 OK", extra, connection);
     let _ = write!(
         out,
         "Content-Type: {content_type}\r\nContent-Length: {length}\r\nCache-Control: public, max-age={max_age}\r\n\r\n"
@@ -414,18 +485,24 @@ pub fn cached_head(content_type: &str, length: usize, max_age: u32, extra: &str)
 }
 
 /// The head of a complete response with a body of `length` bytes.
-pub fn response_head(status: &str, content_type: &str, length: usize, extra: &str) -> Vec<u8> {
+pub fn response_head(
+    status: &str,
+    content_type: &str,
+    length: usize,
+    extra: &str,
+    connection: Connection,
+) -> Vec<u8> {
     let mut out = String::with_capacity(256);
-    common(&mut out, status, extra);
+    common(&mut out, status, extra, connection);
     let _ =
         write!(out, "Content-Type: {content_type}\r\nContent-Length: {length}\r\n{NO_CACHE}\r\n");
     out.into_bytes()
 }
 
 /// The answer to a CORS preflight: GET and HEAD, with credentials.
-pub fn preflight_response(extra: &str) -> Vec<u8> {
+pub fn preflight_response(extra: &str, connection: Connection) -> Vec<u8> {
     let mut out = String::with_capacity(256);
-    common(&mut out, "204 No Content", extra);
+    common(&mut out, "204 No Content", extra, connection);
     out.push_str(
         "Access-Control-Allow-Methods: GET, HEAD\r\n\
          Access-Control-Allow-Headers: Authorization\r\n\
@@ -436,7 +513,12 @@ pub fn preflight_response(extra: &str) -> Vec<u8> {
 
 /// A whole error response: status, a one-line plain-text body, and the
 /// headers the status needs.
-pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
+pub fn error_response(
+    status: Status,
+    extra: &str,
+    head_only: bool,
+    connection: Connection,
+) -> Vec<u8> {
     let body = match status {
         Status::BadQuery(name) => format!("{}: invalid value for {name}\n", status.line()),
         _ => format!("{}\n", status.line()),
@@ -447,7 +529,8 @@ pub fn error_response(status: Status, extra: &str, head_only: bool) -> Vec<u8> {
         Status::Unavailable => "Retry-After: 1\r\n",
         _ => "",
     };
-    let mut out = response_head(status.line(), "text/plain", body.len(), &format!("{extra}{more}"));
+    let extra = format!("{extra}{more}");
+    let mut out = response_head(status.line(), "text/plain", body.len(), &extra, connection);
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
@@ -547,7 +630,7 @@ mod tests {
             Parsed::Request(r) => assert_eq!((r.method, r.route), (Method::Options, Route::Stats)),
             other => panic!("{other:?}"),
         }
-        let head = error_response(Status::MethodNotAllowed, "", false);
+        let head = error_response(Status::MethodNotAllowed, "", false, Connection::Close);
         assert!(String::from_utf8(head).unwrap().contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
     }
 
@@ -580,6 +663,86 @@ mod tests {
         assert_eq!(parse(&many), Parsed::Error(Status::HeadersTooLarge));
     }
 
+    fn keeps(request: &str) -> bool {
+        parse_message(request.as_bytes()).1.expect("a whole request").keep_alive
+    }
+
+    #[test]
+    fn http_1_1_keeps_the_connection_unless_it_says_close_or_sends_a_body() {
+        assert!(keeps("GET / HTTP/1.1\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.1\r\nconnection: Keep-Alive, CLOSE\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.1\r\nConnection: Upgrade\r\nConnection:  close \r\n\r\n"));
+        // Tokens, not substrings.
+        assert!(keeps("GET / HTTP/1.1\r\nConnection: closed, x-close\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
+        assert!(!keeps("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+    }
+
+    #[test]
+    fn http_1_0_keeps_the_connection_only_when_it_asks() {
+        assert!(!keeps("GET / HTTP/1.0\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_whole_request_ends_where_the_next_begins() {
+        let first = "GET /snapshot.jpg HTTP/1.1\r\nHost: x\r\n\r\n";
+        let both = format!("{first}GET /stats HTTP/1.1\r\n\r\nGET /");
+        let (parsed, message) = parse_message(both.as_bytes());
+        assert_eq!(message, Some(Message { len: first.len(), keep_alive: true }));
+        assert!(matches!(parsed, Parsed::Request(r) if r.route == Route::Snapshot));
+        let rest = &both.as_bytes()[first.len()..];
+        let (parsed, message) = parse_message(rest);
+        assert_eq!(message.map(|m| m.len), Some(rest.len() - 5));
+        assert!(matches!(parsed, Parsed::Request(r) if r.route == Route::Stats));
+        assert_eq!(parse_message(b"GET /"), (Parsed::Partial, None));
+    }
+
+    #[test]
+    fn a_refused_but_well_formed_request_has_an_end_and_a_malformed_one_none() {
+        for (request, status) in [
+            ("GET /nothing HTTP/1.1\r\n\r\n", Status::NotFound),
+            ("DELETE / HTTP/1.1\r\n\r\n", Status::MethodNotAllowed),
+            ("GET /stream?fps=x HTTP/1.1\r\n\r\n", Status::BadQuery("fps")),
+        ] {
+            let message = Some(Message { len: request.len(), keep_alive: true });
+            assert_eq!(parse_message(request.as_bytes()), (Parsed::Error(status), message));
+        }
+        let malformed = b"GET / HTTP/1.1\r\nNo colon\r\n\r\n";
+        assert_eq!(parse_message(malformed), (Parsed::Error(Status::BadRequest), None));
+        let mut endless = b"GET / HTTP/1.1\r\n".to_vec();
+        endless.resize(MAX_REQUEST_BYTES, b'a');
+        assert_eq!(parse_message(&endless), (Parsed::Error(Status::HeadersTooLarge), None));
+    }
+
+    #[test]
+    fn whole_responses_say_whether_the_connection_stays_and_a_stream_closes() {
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+        for connection in [Connection::Close, Connection::KeepAlive] {
+            let said = match connection {
+                Connection::Close => "\r\nConnection: close\r\n",
+                Connection::KeepAlive => "\r\nConnection: keep-alive\r\n",
+            };
+            for head in [
+                text(response_head("200 OK", "image/jpeg", 4, "", connection)),
+                text(cached_head("image/x-icon", 4, 60, "", connection)),
+                text(preflight_response("", connection)),
+                text(error_response(Status::NotFound, "", false, connection)),
+                text(stream_head_only("", StreamType::Multipart, connection)),
+            ] {
+                assert_eq!(head.matches("Connection:").count(), 1, "{head}");
+                assert!(head.contains(said), "{head}");
+            }
+        }
+        let stream = text(stream_head("", Framing::Length, StreamType::Multipart, 0));
+        assert!(stream.contains("\r\nConnection: close\r\n"), "{stream}");
+    }
+
     #[test]
     fn a_request_line_unfinished_at_the_cap_is_414() {
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES));
@@ -604,7 +767,9 @@ mod tests {
         // Without a space there is no target yet: a method this long is
         // not a URI's fault.
         assert_eq!(parse(&[b'A'; MAX_REQUEST_BYTES]), Parsed::Error(Status::HeadersTooLarge));
-        let reply = String::from_utf8(error_response(Status::UriTooLong, "", false)).unwrap();
+        let reply =
+            String::from_utf8(error_response(Status::UriTooLong, "", false, Connection::Close))
+                .unwrap();
         assert!(reply.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\n414 URI Too Long\n"), "{reply}");
     }
@@ -676,7 +841,7 @@ mod tests {
             "\r\nContent-Type: application/octet-stream; multipart=x-mixed-replace; boundary={BOUNDARY}\r\n"
         )));
         assert!(head.ends_with(&format!("\r\n\r\n--{BOUNDARY}\r\n")), "{head}");
-        let only = String::from_utf8(stream_head_only("", octet)).unwrap();
+        let only = String::from_utf8(stream_head_only("", octet, Connection::Close)).unwrap();
         assert!(only.contains("\r\nContent-Type: application/octet-stream; multipart="), "{only}");
         assert!(only.ends_with("\r\n\r\n"), "{only}");
     }
@@ -769,7 +934,13 @@ mod tests {
         }
         assert_eq!(get("/?action=stream&fps=5&fps=x"), Parsed::Error(Status::BadQuery("fps")));
         assert_eq!(get("/nowhere?fps=0"), Parsed::Error(Status::NotFound));
-        let reply = String::from_utf8(error_response(Status::BadQuery("fps"), "", false)).unwrap();
+        let reply = String::from_utf8(error_response(
+            Status::BadQuery("fps"),
+            "",
+            false,
+            Connection::Close,
+        ))
+        .unwrap();
         assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
         assert!(reply.contains("\r\nContent-Length: 39\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\n400 Bad Request: invalid value for fps\n"), "{reply}");
@@ -815,13 +986,14 @@ mod tests {
 
     #[test]
     fn error_responses_carry_their_headers() {
-        let text = |s| String::from_utf8(error_response(s, "", false)).unwrap();
+        let text = |s| String::from_utf8(error_response(s, "", false, Connection::Close)).unwrap();
         assert!(text(Status::Unavailable).contains("\r\nRetry-After: 1\r\n"));
         assert!(text(Status::Unauthorized).contains("\r\nWWW-Authenticate: Basic"));
         let r = text(Status::NotFound);
         assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(r.ends_with("\r\n\r\n404 Not Found\n"));
-        let head = String::from_utf8(error_response(Status::NotFound, "", true)).unwrap();
+        let head = String::from_utf8(error_response(Status::NotFound, "", true, Connection::Close))
+            .unwrap();
         assert!(head.ends_with("\r\n\r\n"));
     }
 }

@@ -8,7 +8,7 @@ only it can walk the viewers; nothing else pays for that walk.
 */
 
 use crate::frame::Frame;
-use crate::http::{self, Framing, Method, Parsed, Route, Status};
+use crate::http::{self, Connection, Framing, Method, Parsed, Route, Status};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,20 +23,24 @@ pub struct Ctx<'a> {
     pub starting: bool,
     /// The wall-clock time, for the stream's first part headers.
     pub unix_micros: u64,
+    /// What a whole reply does to the connection after it: kept only if the
+    /// client lets it be and the connection has requests left.
+    pub connection: Connection,
 }
 
 #[derive(Debug)]
 pub enum Reply {
     /// The stream: `head` (up to the first JPEG byte), then frames.
     Stream { head: Vec<u8>, framing: Framing, frame_interval: Option<Duration> },
-    /// A whole response: `head`, then a snapshot's JPEG if any.
-    Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>> },
+    /// A whole response: `head`, then a snapshot's JPEG if any; then the
+    /// connection closes or waits for the next request, as `head` says.
+    Whole { head: Vec<u8>, jpeg: Option<Rc<Frame>>, connection: Connection },
     /// `/stats` or `/metrics`: the caller gathers the figures and sends
     /// them with [`page`].
-    Figures { format: Format, head_only: bool },
+    Figures { format: Format, head_only: bool, connection: Connection },
     /// A snapshot to answer with the camera's first frame, or with
     /// [`snapshot`] of what there is once [`SNAPSHOT_WAIT`] has passed.
-    Await { head_only: bool },
+    Await { head_only: bool, connection: Connection },
 }
 
 /// How the figures are asked for.
@@ -58,59 +62,66 @@ impl Format {
 }
 
 impl Reply {
-    fn bytes(head: Vec<u8>) -> Reply {
-        Reply::Whole { head, jpeg: None }
+    fn bytes(head: Vec<u8>, connection: Connection) -> Reply {
+        Reply::Whole { head, jpeg: None, connection }
     }
 }
 
 /// Answers what a client sent, once [`http::parse`] says it is complete
 /// or wrong. Never called for [`Parsed::Partial`].
 pub fn respond(parsed: Parsed, ctx: &Ctx) -> Reply {
-    let extra = ctx.extra;
+    let (extra, connection) = (ctx.extra, ctx.connection);
     let request = match parsed {
         Parsed::Partial => {
-            return Reply::bytes(http::error_response(Status::BadRequest, extra, false))
+            let head = http::error_response(Status::BadRequest, extra, false, Connection::Close);
+            return Reply::bytes(head, Connection::Close);
         }
-        Parsed::Error(status) => return Reply::bytes(http::error_response(status, extra, false)),
+        Parsed::Error(status) => {
+            return Reply::bytes(http::error_response(status, extra, false, connection), connection)
+        }
         Parsed::Request(request) => request,
     };
     let head_only = request.head_only();
     // A preflight never carries credentials: browsers send them only once
     // it has said they may.
     if request.method == Method::Options {
-        return Reply::bytes(http::preflight_response(extra));
+        return Reply::bytes(http::preflight_response(extra, connection), connection);
     }
     if let Some(expected) = ctx.credentials {
         if !authorized(request.authorization.as_deref(), expected) {
-            return Reply::bytes(http::error_response(Status::Unauthorized, extra, head_only));
+            let head = http::error_response(Status::Unauthorized, extra, head_only, connection);
+            return Reply::bytes(head, connection);
         }
     }
     match request.route {
         Route::Stream if head_only => {
-            Reply::bytes(http::stream_head_only(extra, request.stream_type))
+            Reply::bytes(http::stream_head_only(extra, request.stream_type, connection), connection)
         }
         Route::Stream => Reply::Stream {
             head: http::stream_head(extra, request.framing, request.stream_type, ctx.unix_micros),
             framing: request.framing,
             frame_interval: request.frame_interval,
         },
-        Route::Snapshot if ctx.starting => Reply::Await { head_only },
-        Route::Snapshot => snapshot(ctx.latest, extra, head_only),
+        Route::Snapshot if ctx.starting => Reply::Await { head_only, connection },
+        Route::Snapshot => snapshot(ctx.latest, extra, head_only, connection),
         Route::Index => {
-            Reply::bytes(page(INDEX_HTML, "text/html; charset=utf-8", extra, head_only))
+            let html = "text/html; charset=utf-8";
+            Reply::bytes(page(INDEX_HTML, html, extra, head_only, connection), connection)
         }
         Route::Latency => {
-            Reply::bytes(page(LATENCY_HTML, "text/html; charset=utf-8", extra, head_only))
+            let html = "text/html; charset=utf-8";
+            Reply::bytes(page(LATENCY_HTML, html, extra, head_only, connection), connection)
         }
         Route::Favicon => {
-            let mut out = http::cached_head("image/x-icon", FAVICON.len(), FAVICON_MAX_AGE, extra);
+            let (len, max_age) = (FAVICON.len(), FAVICON_MAX_AGE);
+            let mut out = http::cached_head("image/x-icon", len, max_age, extra, connection);
             if !head_only {
                 out.extend_from_slice(FAVICON);
             }
-            Reply::bytes(out)
+            Reply::bytes(out, connection)
         }
-        Route::Stats => Reply::Figures { format: Format::Json, head_only },
-        Route::Metrics => Reply::Figures { format: Format::Prometheus, head_only },
+        Route::Stats => Reply::Figures { format: Format::Json, head_only, connection },
+        Route::Metrics => Reply::Figures { format: Format::Prometheus, head_only, connection },
     }
 }
 
@@ -120,25 +131,34 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 
 /// The snapshot of `latest`: a notice made while the source has no frames
 /// says so in `X-Source-State`; before any frame, `503`.
-pub fn snapshot(latest: Option<&Rc<Frame>>, extra: &str, head_only: bool) -> Reply {
+pub fn snapshot(
+    latest: Option<&Rc<Frame>>,
+    extra: &str,
+    head_only: bool,
+    connection: Connection,
+) -> Reply {
     let Some(frame) = latest else {
-        return Reply::bytes(http::error_response(Status::Unavailable, extra, head_only));
+        let head = http::error_response(Status::Unavailable, extra, head_only, connection);
+        return Reply::bytes(head, connection);
     };
     let state = frame.notice.map(|s| format!("X-Source-State: {s}\r\n")).unwrap_or_default();
+    let extra = format!("{extra}{state}");
     Reply::Whole {
-        head: http::response_head(
-            "200 OK",
-            "image/jpeg",
-            frame.jpeg.len(),
-            &format!("{extra}{state}"),
-        ),
+        head: http::response_head("200 OK", "image/jpeg", frame.jpeg.len(), &extra, connection),
         jpeg: (!head_only).then(|| Rc::clone(frame)),
+        connection,
     }
 }
 
 /// A whole `200` response with `body`.
-pub fn page(body: &str, content_type: &str, extra: &str, head_only: bool) -> Vec<u8> {
-    let mut out = http::response_head("200 OK", content_type, body.len(), extra);
+pub fn page(
+    body: &str,
+    content_type: &str,
+    extra: &str,
+    head_only: bool,
+    connection: Connection,
+) -> Vec<u8> {
+    let mut out = http::response_head("200 OK", content_type, body.len(), extra, connection);
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
@@ -196,12 +216,13 @@ mod tests {
     }
 
     fn ctx<'a>(latest: Option<&'a Rc<Frame>>) -> Ctx<'a> {
-        Ctx { credentials: None, extra: "", latest, starting: false, unix_micros: 0 }
+        let connection = Connection::Close;
+        Ctx { credentials: None, extra: "", latest, starting: false, unix_micros: 0, connection }
     }
 
     fn whole(reply: Reply) -> (String, Option<Rc<Frame>>) {
         match reply {
-            Reply::Whole { head, jpeg } => (String::from_utf8(head).unwrap(), jpeg),
+            Reply::Whole { head, jpeg, .. } => (String::from_utf8(head).unwrap(), jpeg),
             other => panic!("{other:?}"),
         }
     }
@@ -248,13 +269,13 @@ mod tests {
         c.starting = true;
         assert!(matches!(
             ask("GET /snapshot.jpg HTTP/1.1\r\n\r\n", &c),
-            Reply::Await { head_only: false }
+            Reply::Await { head_only: false, .. }
         ));
         let notice = Rc::new(Frame::notice(2, vec![0xFF, 0xD8, 0xFF, 0xD9], 0, "", "offline"));
-        let (head, jpeg) = whole(snapshot(Some(&notice), "", false));
+        let (head, jpeg) = whole(snapshot(Some(&notice), "", false, Connection::Close));
         assert!(head.contains("\r\nX-Source-State: offline\r\n"), "{head}");
         assert!(jpeg.is_some());
-        let (head, _) = whole(snapshot(Some(&frame()), "", false));
+        let (head, _) = whole(snapshot(Some(&frame()), "", false, Connection::Close));
         assert!(!head.contains("X-Source-State"), "{head}");
     }
 
@@ -262,11 +283,11 @@ mod tests {
     fn stats_is_left_to_the_caller_and_errors_get_their_status() {
         assert!(matches!(
             ask("HEAD /stats HTTP/1.1\r\n\r\n", &ctx(None)),
-            Reply::Figures { format: Format::Json, head_only: true }
+            Reply::Figures { format: Format::Json, head_only: true, .. }
         ));
         assert!(matches!(
             ask("GET /metrics HTTP/1.1\r\n\r\n", &ctx(None)),
-            Reply::Figures { format: Format::Prometheus, head_only: false }
+            Reply::Figures { format: Format::Prometheus, head_only: false, .. }
         ));
         let Reply::Whole { head, .. } = ask("GET /favicon.ico HTTP/1.1\r\n\r\n", &ctx(None)) else {
             panic!()
@@ -280,6 +301,46 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 405"));
         let (page, _) = whole(ask("GET / HTTP/1.1\r\n\r\n", &ctx(None)));
         assert!(page.contains("text/html") && page.contains("<html"));
+    }
+
+    #[test]
+    fn whole_replies_keep_the_connection_as_the_context_says_and_a_stream_never_does() {
+        let f = frame();
+        let mut c = ctx(Some(&f));
+        c.connection = Connection::KeepAlive;
+        for request in [
+            "GET /snapshot.jpg HTTP/1.1\r\n\r\n",
+            "HEAD /snapshot.jpg HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET /favicon.ico HTTP/1.1\r\n\r\n",
+            "HEAD /video.mjpg HTTP/1.1\r\n\r\n",
+            "OPTIONS /stats HTTP/1.1\r\n\r\n",
+            "GET /nothing HTTP/1.1\r\n\r\n",
+        ] {
+            match ask(request, &c) {
+                Reply::Whole { head, connection, .. } => {
+                    assert_eq!(connection, Connection::KeepAlive, "{request}");
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    assert!(head.contains("\r\nConnection: keep-alive\r\n"), "{head}");
+                }
+                other => panic!("{request}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            ask("GET /metrics HTTP/1.1\r\n\r\n", &c),
+            Reply::Figures { connection: Connection::KeepAlive, .. }
+        ));
+        c.starting = true;
+        assert!(matches!(
+            ask("GET /snapshot HTTP/1.1\r\n\r\n", &c),
+            Reply::Await { connection: Connection::KeepAlive, .. }
+        ));
+        match ask("GET /video.mjpg HTTP/1.1\r\n\r\n", &c) {
+            Reply::Stream { head, .. } => {
+                assert!(String::from_utf8(head).unwrap().contains("\r\nConnection: close\r\n"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

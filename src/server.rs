@@ -14,7 +14,7 @@ the work; this file only moves events between them:
 use crate::camera;
 use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
-use crate::http::{self, Status};
+use crate::http::{self, Connection, Status};
 use crate::offline::{self, Renderer};
 use crate::router::{self, Format};
 use crate::source::{self, Source};
@@ -255,7 +255,9 @@ impl Server {
         self.source.supervise(now, self.poll.registry(), CAMERA_ERRORS);
         self.show_notices(now);
         while let Some((key, at)) = self.deadlines.pop_retry(now) {
-            self.viewers.retry(key, at, now, split_env!(self));
+            let starting = self.source.starting();
+            let asked = self.viewers.retry(key, at, now, starting, split_env!(self));
+            self.answer(key, asked, now);
         }
         // A client left: a descriptor is free for those in the backlog.
         let freed = self.viewers.take_freed() && self.accept_paused;
@@ -390,7 +392,8 @@ impl Server {
         self.stats.clients_refused += 1;
         // Best effort: a fresh socket has room for these few bytes.
         let extra = self.viewers.extra_headers();
-        let _ = socket.write(&http::error_response(Status::Unavailable, extra, false));
+        let reply = http::error_response(Status::Unavailable, extra, false, Connection::Close);
+        let _ = socket.write(&reply);
         // Take in the request if it is there: closing with it unread
         // would send a reset, which can destroy the answer unread.
         let _ = socket.read(&mut [0; 4096]);
@@ -416,7 +419,12 @@ impl Server {
     fn client_ready(&mut self, key: usize, readable: bool, now: Instant) {
         let starting = self.source.starting();
         let asked = self.viewers.ready(key, readable, now, starting, split_env!(self));
-        if let Some(Asked::Figures { format, head_only }) = asked {
+        self.answer(key, asked, now);
+    }
+
+    /// Completes what a client asked for that only the loop can answer.
+    fn answer(&mut self, key: usize, asked: Option<Asked>, now: Instant) {
+        if let Some(Asked::Figures { format, head_only, connection }) = asked {
             // Only now, for /stats or /metrics, walk the viewers.
             self.refresh_stats();
             let source = self.source.describe(now);
@@ -434,8 +442,8 @@ impl Server {
                 Format::Prometheus => self.stats.metrics(&figures),
             };
             let extra = self.viewers.extra_headers();
-            let page = router::page(&body, format.content_type(), extra, head_only);
-            self.viewers.reply(key, page, now, split_env!(self));
+            let page = router::page(&body, format.content_type(), extra, head_only, connection);
+            self.viewers.reply(key, page, connection, now, split_env!(self));
         }
     }
 

@@ -16,7 +16,7 @@ place, [`Viewers::close`].
 use crate::client::{Client, Next, State};
 use crate::deadlines::Deadlines;
 use crate::frame::Frame;
-use crate::http;
+use crate::http::{self, Connection};
 use crate::router::{self, Ctx, Reply};
 use crate::stats::Stats;
 use crate::tcp;
@@ -77,6 +77,9 @@ struct Conn {
     retry_at: Option<Instant>,
     /// The frame counted for it in [`Held`]: its number and size.
     held: Option<(u64, usize)>,
+    /// Bytes were left in the socket when its input was full: no event
+    /// will announce them.
+    unread: bool,
 }
 
 /// The distinct frames clients hold while they send them, counted once
@@ -116,7 +119,7 @@ impl Held {
 
 /// What a client asked for that only the caller can answer.
 pub enum Asked {
-    Figures { format: router::Format, head_only: bool },
+    Figures { format: router::Format, head_only: bool, connection: Connection },
 }
 
 /// Clients by state, kept where states change: admission counts only
@@ -132,7 +135,7 @@ impl Census {
         match state {
             State::Streaming(_) => self.streaming -= 1,
             State::Closing { .. } => self.closing -= 1,
-            State::Request { .. } | State::Replying | State::Awaiting { .. } => {}
+            State::Request { .. } | State::Replying { .. } | State::Awaiting { .. } => {}
         }
     }
 }
@@ -261,12 +264,14 @@ impl Viewers {
                 idle_at: None,
                 retry_at: None,
                 held: None,
+                unread: false,
             });
         }
     }
 
     /// Handles readiness of the client at `key`: reads its request (or
-    /// discards what it sends later), answers, writes what it can.
+    /// discards what it sends during a stream or a closing reply), answers,
+    /// writes what it can.
     pub fn ready(
         &mut self,
         key: usize,
@@ -277,16 +282,27 @@ impl Viewers {
     ) -> Option<Asked> {
         let conn = self.conns.get_mut(key)?;
         if readable {
-            let open = read_in(conn);
+            match read_in(conn) {
+                Peer::Open => {}
+                Peer::Ended => conn.client.ended = true,
+                Peer::Failed => {
+                    self.close(key, env.registry);
+                    return None;
+                }
+            }
             if matches!(conn.client.state, State::Request { .. }) {
                 if let Some(asked) = self.respond(key, now, starting, env.deadlines) {
                     return Some(asked);
                 }
             }
-            // The client's end of the stream ends a stream or an unfinished
-            // request, but a reply is still owed to a client that sent its
-            // request and then half-closed.
-            if !open && !matches!(self.conns[key].client.state, State::Replying) {
+            // The client's end closes an unfinished request, or a connection
+            // with nothing more to send: not a reply, a stream or a waiting
+            // snapshot asked for before it. A client that has gone answers
+            // the next write with a reset, which a read then reports as the
+            // end again, not as the error: ask the socket for it.
+            let conn = &self.conns[key];
+            let reset = || !matches!(conn.socket.take_error(), Ok(None));
+            if conn.client.finished() || (conn.client.ended && reset()) {
                 self.close(key, env.registry);
                 return None;
             }
@@ -296,9 +312,16 @@ impl Viewers {
     }
 
     /// Sends a whole reply the caller built (for [`Asked`]).
-    pub fn reply(&mut self, key: usize, head: Vec<u8>, now: Instant, env: &mut Env) {
+    pub fn reply(
+        &mut self,
+        key: usize,
+        head: Vec<u8>,
+        connection: Connection,
+        now: Instant,
+        env: &mut Env,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.client.reply(head, None, now);
+        conn.client.reply(head, None, connection, now);
         self.pump(key, now, env);
     }
 
@@ -311,8 +334,10 @@ impl Viewers {
         deadlines: &mut Deadlines,
     ) -> Option<Asked> {
         let conn = &mut self.conns[key];
-        let State::Request { buf } = &conn.client.state else { return None };
-        let parsed = http::parse(buf);
+        if !matches!(conn.client.state, State::Request { .. }) {
+            return None;
+        }
+        let (parsed, message) = http::parse_message(conn.client.input());
         if parsed == http::Parsed::Partial {
             return None;
         }
@@ -322,6 +347,7 @@ impl Viewers {
             latest: self.latest.as_ref(),
             starting,
             unix_micros: unix_micros(),
+            connection: conn.client.answering(message),
         };
         match router::respond(parsed, &ctx) {
             Reply::Stream { head, framing, frame_interval } => {
@@ -332,13 +358,15 @@ impl Viewers {
                 conn.client.stream(head, framing, frame_interval, latest, !stale, now);
                 self.census.streaming += 1;
             }
-            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg, now),
-            Reply::Figures { format, head_only } => {
-                return Some(Asked::Figures { format, head_only })
+            Reply::Whole { head, jpeg, connection } => {
+                conn.client.reply(head, jpeg, connection, now)
             }
-            Reply::Await { head_only } => {
+            Reply::Figures { format, head_only, connection } => {
+                return Some(Asked::Figures { format, head_only, connection })
+            }
+            Reply::Await { head_only, connection } => {
                 let until = now + router::SNAPSHOT_WAIT;
-                conn.client.state = State::Awaiting { head_only };
+                conn.client.await_frame(head_only, connection);
                 conn.retry_at = Some(until);
                 deadlines.retry(key, until);
                 self.awaiting.push(key);
@@ -350,10 +378,13 @@ impl Viewers {
     /// Answers a waiting snapshot with the latest frame, whatever it is.
     fn answer_awaiting(&mut self, key: usize, now: Instant, env: &mut Env) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let State::Awaiting { head_only } = conn.client.state else { return };
+        let State::Awaiting { head_only, connection } = conn.client.state else { return };
         self.awaiting.retain(|&k| k != key);
-        match router::snapshot(self.latest.as_ref(), &self.policy.extra_headers, head_only) {
-            Reply::Whole { head, jpeg } => conn.client.reply(head, jpeg, now),
+        let extra = &self.policy.extra_headers;
+        match router::snapshot(self.latest.as_ref(), extra, head_only, connection) {
+            Reply::Whole { head, jpeg, connection } => {
+                conn.client.reply(head, jpeg, connection, now)
+            }
             _ => unreachable!("a snapshot is a whole reply"),
         }
         self.pump(key, now, env);
@@ -390,7 +421,9 @@ impl Viewers {
                 Next::Write => continue,
                 Next::Shutdown => {
                     self.census.closing += 1;
-                    if conn.socket.shutdown(Shutdown::Write).is_err() {
+                    // A client that has ended its side will send nothing
+                    // more, so closing at once cannot reset the reply.
+                    if conn.socket.shutdown(Shutdown::Write).is_err() || conn.client.finished() {
                         return self.close(key, env.registry);
                     }
                     break Next::Read;
@@ -414,20 +447,44 @@ impl Viewers {
                 conn.retry_at = None;
                 self.set_idle(key, false);
             }
+            // A next request in its input or left in its socket, or its
+            // end, comes with no new event (edge-triggered): look this turn.
+            // Otherwise the request's bytes will bring an event; reading now
+            // would only find the socket empty.
+            Next::Request => {
+                let client = &conn.client;
+                if !client.input().is_empty() || client.ended || conn.unread {
+                    conn.retry_at = Some(now);
+                    env.deadlines.retry(key, now);
+                }
+                self.set_idle(key, false);
+            }
             // A waiting snapshot keeps its deadline.
             Next::Read => self.set_idle(key, false),
         }
     }
 
-    /// A retry set for the viewer at `key` came due.
-    pub fn retry(&mut self, key: usize, at: Instant, now: Instant, env: &mut Env) {
-        if self.conns.get(key).is_some_and(|c| c.retry_at == Some(at)) {
-            self.conns[key].retry_at = None;
-            if matches!(self.conns[key].client.state, State::Awaiting { .. }) {
-                return self.answer_awaiting(key, now, env);
-            }
-            self.pump(key, now, env);
+    /// A retry set for the client at `key` came due: a viewer looks at the
+    /// newest frame again, a waiting snapshot is answered with what there
+    /// is, a kept-alive connection reads its next request.
+    pub fn retry(
+        &mut self,
+        key: usize,
+        at: Instant,
+        now: Instant,
+        starting: bool,
+        env: &mut Env,
+    ) -> Option<Asked> {
+        if self.conns.get(key).is_none_or(|c| c.retry_at != Some(at)) {
+            return None;
         }
+        self.conns[key].retry_at = None;
+        match self.conns[key].client.state {
+            State::Awaiting { .. } => self.answer_awaiting(key, now, env),
+            State::Request { .. } => return self.ready(key, true, now, starting, env),
+            _ => self.pump(key, now, env),
+        }
+        None
     }
 
     fn set_idle(&mut self, key: usize, idle: bool) {
@@ -544,7 +601,10 @@ impl Viewers {
             }
         }
         for &key in &expired {
-            if !matches!(self.conns[key].client.state, State::Closing { .. }) {
+            let client = &self.conns[key].client;
+            // Neither a lingering close nor an unused kept-alive connection
+            // is the client's failure.
+            if !matches!(client.state, State::Closing { .. }) && !client.between_requests() {
                 env.stats.clients_timed_out += 1;
             }
             self.close(key, env.registry);
@@ -612,6 +672,15 @@ impl Viewers {
     }
 }
 
+/// What reading found of the client's side of the connection.
+enum Peer {
+    Open,
+    /// It ended its side: a close, or a half-close.
+    Ended,
+    /// An error, such as a reset: the client is gone.
+    Failed,
+}
+
 /// Writes with `writev` until the output is sent (true) or the socket is
 /// full (false).
 fn write_out(conn: &mut Conn, stats: &mut Stats) -> io::Result<bool> {
@@ -635,33 +704,38 @@ fn write_out(conn: &mut Conn, stats: &mut Stats) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Reads what the client sent, until the socket is empty. Returns false at
-/// the end of the client's stream or an error. The request, while it is
-/// being read, is kept (up to [`http::MAX_REQUEST_BYTES`]); anything later
-/// is thrown away, at most [`DRAIN_PER_EVENT`] bytes a call.
-fn read_in(conn: &mut Conn) -> bool {
+/// Reads what the client sent, until the socket is empty. What its next
+/// request needs is kept, up to the client's input room ([`Client::input_room`]):
+/// the rest stays in the socket until the request before it is answered.
+/// What it sends during a stream or a closing reply is thrown away, at most
+/// [`DRAIN_PER_EVENT`] bytes a call.
+fn read_in(conn: &mut Conn) -> Peer {
     let mut chunk = [0; READ_CHUNK];
     let mut drained = 0;
     loop {
-        match conn.socket.read(&mut chunk) {
-            Ok(0) => return false,
-            Ok(n) => {
-                if let State::Request { buf } = &mut conn.client.state {
-                    let room = http::MAX_REQUEST_BYTES.saturating_sub(buf.len());
-                    buf.extend_from_slice(&chunk[..n.min(room)]);
-                    if buf.len() >= http::MAX_REQUEST_BYTES {
-                        return true;
-                    }
-                } else {
-                    drained += n;
-                    if drained >= DRAIN_PER_EVENT {
-                        return true;
-                    }
-                }
+        let room = conn.client.input_room();
+        let len = match room {
+            Some(0) => {
+                conn.unread = true;
+                return Peer::Open;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Some(room) => room.min(READ_CHUNK),
+            None if drained >= DRAIN_PER_EVENT => return Peer::Open,
+            None => READ_CHUNK,
+        };
+        match conn.socket.read(&mut chunk[..len]) {
+            Ok(0) => {
+                conn.unread = false;
+                return Peer::Ended;
+            }
+            Ok(n) if room.is_some() => conn.client.received(&chunk[..n]),
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.unread = false;
+                return Peer::Open;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return Peer::Failed,
         }
     }
 }

@@ -65,21 +65,230 @@ fn a_request_in_one_byte_writes_still_works() {
         s.write_all(&[*b]).unwrap();
         thread::sleep(Duration::from_millis(2));
     }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let (status, head, body) = common::split_response(&raw);
+    let (status, head, body) = common::read_response(&mut BufReader::new(s), false).unwrap();
     assert_eq!(status, 200);
     assert!(head.contains("\r\nContent-Type: application/json\r\n"));
     assert!(body.starts_with(b"{\"uptime_s\":"));
 }
 
+/// The head of a whole response from this server, byte for byte.
+fn head(status: &str, connection: &str, content_type: &str, length: usize) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nServer: raspivid_mjpeg_server\r\nConnection: {connection}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {length}\r\n\
+         Cache-Control: no-cache, no-store, must-revalidate\r\nPragma: no-cache\r\n\r\n"
+    )
+}
+
+/// A server whose snapshot is `frames(1)[0]`, and that frame.
+fn snapshot_server(args: &[&str]) -> (Server, Vec<u8>) {
+    let mut server = Server::start(args);
+    let sent = frames(1);
+    produce(&mut server, &sent, Duration::ZERO);
+    common::wait_until("the frame is the snapshot", || {
+        server.get_path("/snapshot.jpg").2 == sent[0]
+    });
+    (server, sent.into_iter().next().unwrap())
+}
+
 #[test]
-fn pipelined_requests_get_the_first_answer_then_close() {
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (server, jpeg) = snapshot_server(&[]);
+    let mut s = server.connect();
+    s.write_all(
+        b"GET /snapshot.jpg HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /?action=snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut expected = head("200 OK", "keep-alive", "image/jpeg", jpeg.len()).into_bytes();
+    expected.extend_from_slice(&jpeg);
+    expected.extend(head("404 Not Found", "keep-alive", "text/plain", 14).bytes());
+    expected.extend_from_slice(b"404 Not Found\n");
+    expected.extend(head("200 OK", "close", "image/jpeg", jpeg.len()).bytes());
+    expected.extend_from_slice(&jpeg);
+    assert!(raw == expected, "{}", String::from_utf8_lossy(&raw[..raw.len().min(2000)]));
+}
+
+#[test]
+fn pipelined_requests_beyond_what_the_server_buffers_are_all_answered_in_order() {
+    const FAVICON: &[u8] = include_bytes!("../src/favicon.ico");
+    let (server, jpeg) = snapshot_server(&[]);
+    // 91 requests of 128 bytes: the first 64 fill the 8 KiB the server holds
+    // exactly, and the rest wait in its socket, where no event announces them.
+    let requests = ["GET /snapshot.jpg", "GET /favicon.ico", "HEAD /snapshot", "GET /nothing"];
+    let mut all = Vec::new();
+    for n in 0..=90 {
+        let (target, connection) =
+            if n == 90 { ("GET /nothing", "close") } else { (requests[n % 4], "keep-alive") };
+        let request = format!("{target} HTTP/1.1\r\nConnection: {connection}\r\nX-Pad: ");
+        let pad = "p".repeat(128 - request.len() - 4);
+        all.extend(format!("{request}{pad}\r\n\r\n").bytes());
+    }
+    assert_eq!(all.len(), 91 * 128);
+    let mut s = server.connect();
+    let reader = s.try_clone().unwrap();
+    // Written on a thread: the answers must be read meanwhile.
+    let writer = thread::spawn(move || s.write_all(&all).unwrap());
+    let mut raw = Vec::new();
+    BufReader::new(reader).read_to_end(&mut raw).unwrap();
+    writer.join().unwrap();
+    let mut expected = Vec::new();
+    for n in 0..=90 {
+        // The last is a 404 that says close.
+        let (connection, kind) = if n == 90 { ("close", 3) } else { ("keep-alive", n % 4) };
+        match kind {
+            0 => {
+                expected.extend(head("200 OK", connection, "image/jpeg", jpeg.len()).bytes());
+                expected.extend_from_slice(&jpeg);
+            }
+            1 => expected.extend(
+                format!(
+                    "HTTP/1.1 200 OK\r\nServer: raspivid_mjpeg_server\r\nConnection: {connection}\r\n\
+                     Content-Type: image/x-icon\r\nContent-Length: {}\r\n\
+                     Cache-Control: public, max-age=86400\r\n\r\n",
+                    FAVICON.len()
+                )
+                .bytes()
+                .chain(FAVICON.iter().copied()),
+            ),
+            2 => expected.extend(head("200 OK", connection, "image/jpeg", jpeg.len()).bytes()),
+            _ => {
+                expected.extend(head("404 Not Found", connection, "text/plain", 14).bytes());
+                expected.extend_from_slice(b"404 Not Found\n");
+            }
+        }
+    }
+    let same = raw.iter().zip(&expected).take_while(|(a, b)| a == b).count();
+    assert!(
+        raw == expected,
+        "{} bytes of {} as expected; then {:?}",
+        same,
+        expected.len(),
+        String::from_utf8_lossy(&raw[same..raw.len().min(same + 300)])
+    );
+}
+
+#[test]
+fn a_request_as_long_as_the_buffer_is_answered_and_then_the_one_behind_it() {
     let server = Server::start(&[]);
-    let (status, _, body) = server
-        .get("GET /stats HTTP/1.1\r\n\r\nGET /nothing HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    // 8 KiB exactly: the server holds it whole, and the next request stays
+    // in its socket, where no event announces it once the first is answered.
+    let mut first = b"GET /nothing HTTP/1.1\r\nX-Pad: ".to_vec();
+    first.resize(8 * 1024 - 4, b'p');
+    first.extend_from_slice(b"\r\n\r\n");
+    let second = b"GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let mut s = server.connect();
+    s.write_all(&[&first[..], second].concat()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut expected = head("404 Not Found", "keep-alive", "text/plain", 14).into_bytes();
+    expected.extend_from_slice(b"404 Not Found\n");
+    expected.extend(head("404 Not Found", "close", "text/plain", 14).bytes());
+    expected.extend_from_slice(b"404 Not Found\n");
+    assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&expected));
+}
+
+#[test]
+fn sequential_snapshots_share_one_connection_until_the_cap_says_close() {
+    let (server, jpeg) = snapshot_server(&[]);
+    let mut reader = BufReader::new(server.connect());
+    let mut ask = |request: &str| {
+        reader.get_mut().write_all(request.as_bytes()).unwrap();
+        common::read_response(&mut reader, false).expect("an answer")
+    };
+    let (_, _, stats) = ask("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    let accepted = json_number(&String::from_utf8(stats).unwrap(), "clients_total");
+    for n in 2..100 {
+        let (status, head, body) = ask("GET /?action=snapshot HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(head.contains("\r\nConnection: keep-alive\r\n"), "request {n}: {head}");
+        assert!(body == jpeg, "request {n}");
+    }
+    let (_, head, stats) = ask("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The hundredth request: answered, with close, and the connection ends.
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    let stats = String::from_utf8(stats).unwrap();
+    assert_eq!(json_number(&stats, "clients_total"), accepted, "one connection for all");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_its_timeout_without_counting_as_timed_out() {
+    // The wait between requests is the shorter of 5 s and --request-timeout.
+    let (server, jpeg) = snapshot_server(&["--request-timeout", "1"]);
+    let mut reader = BufReader::new(server.connect());
+    reader.get_mut().write_all(b"GET /snapshot.jpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (status, head, body) = common::read_response(&mut reader, false).unwrap();
     assert_eq!(status, 200);
-    assert!(body.starts_with(b"{") && body.ends_with(b"}"));
+    assert!(head.contains("\r\nConnection: keep-alive\r\n") && body == jpeg, "{head}");
+    // The server ends it without a word: end of stream, within STEP.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(json_number(&server.stats(), "clients_timed_out"), 0.0);
+}
+
+#[test]
+fn http_1_0_closes_unless_it_asks_for_keep_alive_which_is_echoed() {
+    let (server, jpeg) = snapshot_server(&[]);
+    let mut s = server.connect();
+    s.write_all(b"GET /snapshot.jpg HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut expected = head("200 OK", "close", "image/jpeg", jpeg.len()).into_bytes();
+    expected.extend_from_slice(&jpeg);
+    assert!(raw == expected, "{}", String::from_utf8_lossy(&raw[..raw.len().min(400)]));
+
+    let mut reader = BufReader::new(server.connect());
+    for _ in 0..2 {
+        let request = b"GET /snapshot.jpg HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
+        reader.get_mut().write_all(request).unwrap();
+        let (status, head, body) = common::read_response(&mut reader, false).unwrap();
+        assert_eq!(status, 200);
+        assert!(head.contains("\r\nConnection: keep-alive\r\n") && body == jpeg, "{head}");
+    }
+}
+
+#[test]
+fn a_malformed_request_is_answered_and_closed_whatever_follows() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nBad header\r\n\r\nGET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let mut expected = head("400 Bad Request", "close", "text/plain", 16).into_bytes();
+    expected.extend_from_slice(b"400 Bad Request\n");
+    assert_eq!(String::from_utf8_lossy(&raw), String::from_utf8_lossy(&expected));
+}
+
+#[test]
+fn a_kept_alive_connection_counts_toward_max_clients_but_is_no_viewer() {
+    let (server, _) = snapshot_server(&["--max-clients", "2"]);
+    // The connections that waited for the snapshot are gone.
+    common::wait_until("only the stats request is left", || {
+        json_number(&server.stats(), "clients") == 1.0
+    });
+    let mut reader = BufReader::new(server.connect());
+    let mut ask = |request: &str| {
+        reader.get_mut().write_all(request.as_bytes()).unwrap();
+        common::read_response(&mut reader, false).expect("an answer")
+    };
+    assert_eq!(ask("GET /snapshot.jpg HTTP/1.1\r\n\r\n").0, 200);
+    let _viewer = Viewer::open(&server, "/video.mjpg");
+    // The kept connection and the viewer: a third is one too many.
+    let mut third = server.connect();
+    let mut raw = Vec::new();
+    third.read_to_end(&mut raw).unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"));
+    let (_, _, stats) = ask("GET /stats HTTP/1.1\r\n\r\n");
+    let stats = String::from_utf8(stats).unwrap();
+    assert_eq!(json_number(&stats, "clients"), 2.0, "{stats}");
+    assert_eq!(json_number(&stats, "streaming"), 1.0, "{stats}");
 }
 
 #[test]
@@ -157,7 +366,7 @@ fn answered_clients_that_have_not_closed_do_not_count_toward_max_clients() {
     let held: Vec<_> = (0..4)
         .map(|_| {
             let mut s = server.connect();
-            s.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
+            s.write_all(b"GET /stats HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
             let mut raw = Vec::new();
             s.read_to_end(&mut raw).unwrap();
             assert!(raw.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&raw));
@@ -282,4 +491,30 @@ fn a_browser_script_gets_content_length_and_a_browser_image_advance_headers() {
     let img = first_part("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8");
     assert!(img.starts_with("Content-Type: image/jpeg\r\n"), "{img}");
     assert!(!img.contains("Content-Length"), "{img}");
+}
+
+#[test]
+fn an_on_demand_snapshot_asked_for_then_half_closed_starts_the_camera_and_is_answered() {
+    // A camera that writes one JPEG ten times a second.
+    let jpeg = frames(1).remove(0);
+    let dir = std::env::temp_dir().join(format!("rms-half-close-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("frame.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    let camera = format!("while :; do cat '{}'; sleep 0.1; done", path.display());
+    let server = Server::start(&["--on-demand", "--exec", &camera]);
+    let mut s = server.connect();
+    // As `nc -N` sends it: the request, then shutdown(SHUT_WR). The server
+    // used to close at that end, and the camera never started.
+    s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert!(!raw.is_empty(), "no answer");
+    let (status, head, body) = common::split_response(&raw);
+    assert_eq!(status, 200, "{head}");
+    assert!(!head.contains("X-Source-State"), "the placeholder, not the camera's frame: {head}");
+    assert!(body == jpeg, "not the camera's frame");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -163,7 +163,7 @@ fn stats(ns: &str, host: &'static str) -> String {
         let get = || -> std::io::Result<String> {
             let mut s = TcpStream::connect_timeout(&addr(host, PORT), Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            write!(s, "GET /stats HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+            write!(s, "GET /stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
             Ok(out)

@@ -4,7 +4,7 @@ mod common;
 
 use common::{frames, json_number, produce, Server, Viewer, STEP};
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -345,4 +345,19 @@ fn a_client_that_knows_only_boundarydonotcross_reads_whole_jpegs() {
     for s in &mut streams {
         assert!(jpegs_between_delimiters(s, 5) == sent[..5], "a JPEG arrived cut or altered");
     }
+}
+
+#[test]
+fn a_stream_asked_for_then_half_closed_is_served_until_the_client_goes() {
+    // As `nc -N`, ncat and some proxies send it: the request, then
+    // shutdown(SHUT_WR). The server used to close at that end, unwritten.
+    let server = Server::start(&["--pattern"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let jpegs = jpegs_between_delimiters(&mut s, 3);
+    assert!(jpegs.iter().all(|j| j.starts_with(&[0xFF, 0xD8]) && j.ends_with(&[0xFF, 0xD9])));
+    // Gone for good: the next frame written to it is answered with a reset.
+    drop(s);
+    common::wait_until("the viewer is gone", || json_number(&server.stats(), "streaming") == 0.0);
 }

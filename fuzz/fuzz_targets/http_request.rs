@@ -12,13 +12,18 @@
 //!   `HTTP/1.1 NNN Reason`, a header block that `httparse` reads back, and a
 //!   body as long as its `Content-Length`;
 //! - for a request, the stream head (both framings), the HEAD stream head,
-//!   a response head and the 401 reply must read back the same way.
+//!   a response head and the 401 reply must read back the same way;
+//! - every whole response says `Connection: close` or `keep-alive` as asked,
+//!   once; a stream head always says `close`;
+//! - where a whole request ends (`parse_message`) is within the input, and
+//!   the request cut there gets the same verdict and end: what follows it,
+//!   the next pipelined request, never changes how it is answered.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use raspivid_mjpeg_server::http::{
-    self, Framing, Parsed, Status, StreamType, BOUNDARY, MAX_REQUEST_BYTES,
+    self, Connection, Framing, Parsed, Status, StreamType, BOUNDARY, MAX_REQUEST_BYTES,
 };
 
 /// Every prefix up to this length; past it, a sample of prefixes.
@@ -48,8 +53,17 @@ fn status_line(bytes: &[u8]) -> u16 {
     code.parse().unwrap()
 }
 
-/// Parses a response head; returns (code, head length, Content-Length).
-fn response(bytes: &[u8]) -> (u16, usize, Option<usize>) {
+/// What a head's `Connection` header says for `connection`.
+fn said(connection: Connection) -> &'static [u8] {
+    match connection {
+        Connection::Close => b"close",
+        Connection::KeepAlive => b"keep-alive",
+    }
+}
+
+/// Parses a response head that should say `connection`; returns (code,
+/// head length, Content-Length).
+fn response(bytes: &[u8], connection: Connection) -> (u16, usize, Option<usize>) {
     let code = status_line(bytes);
     assert!(bytes.windows(4).any(|w| w == b"\r\n\r\n"), "no blank line after the headers");
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -66,7 +80,9 @@ fn response(bytes: &[u8]) -> (u16, usize, Option<usize>) {
         res.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     };
     assert!(header("content-type").is_some(), "no Content-Type");
-    assert_eq!(header("connection"), Some(&b"close"[..]));
+    assert_eq!(header("connection"), Some(said(connection)));
+    let count = res.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).count();
+    assert_eq!(count, 1, "Connection said {count} times");
     let length = header("content-length").map(|v| {
         std::str::from_utf8(v)
             .expect("Content-Length is not UTF-8")
@@ -76,9 +92,9 @@ fn response(bytes: &[u8]) -> (u16, usize, Option<usize>) {
     (code, len, length)
 }
 
-fn check_error(status: Status, head_only: bool) {
-    let bytes = http::error_response(status, "", head_only);
-    let (code, len, length) = response(&bytes);
+fn check_error(status: Status, head_only: bool, connection: Connection) {
+    let bytes = http::error_response(status, "", head_only, connection);
+    let (code, len, length) = response(&bytes, connection);
     assert_eq!(status.line().split(' ').next(), Some(&*code.to_string()));
     assert!(code >= 400);
     let body = &bytes[len..];
@@ -97,7 +113,7 @@ fn check_request(framing: Framing, unix_micros: u64, head_only: bool) {
         .flat_map(|framing| types.map(|stream_type| (framing, stream_type)))
     {
         let bytes = http::stream_head("", framing, stream_type, unix_micros);
-        let (code, len, length) = response(&bytes);
+        let (code, len, length) = response(&bytes, Connection::Close);
         assert_eq!((code, length), (200, None));
         let body = &bytes[len..];
         let delimiter = format!("--{BOUNDARY}\r\n");
@@ -117,22 +133,28 @@ fn check_request(framing: Framing, unix_micros: u64, head_only: bool) {
             }
         }
     }
-    let (code, len, length) = response(&http::stream_head_only("", StreamType::Multipart));
-    assert_eq!((code, length), (200, None));
-    assert_eq!(len, http::stream_head_only("", StreamType::Multipart).len());
-    let (code, len, length) = response(&http::response_head("200 OK", "image/jpeg", 1234, ""));
-    assert_eq!((code, length), (200, Some(1234)));
-    assert_eq!(len, http::response_head("200 OK", "image/jpeg", 1234, "").len());
-    check_error(Status::Unauthorized, head_only);
-    check_error(Status::Unavailable, head_only);
+    for connection in [Connection::Close, Connection::KeepAlive] {
+        let head = http::stream_head_only("", StreamType::Multipart, connection);
+        let (code, len, length) = response(&head, connection);
+        assert_eq!((code, length), (200, None));
+        assert_eq!(len, head.len());
+        let head = http::response_head("200 OK", "image/jpeg", 1234, "", connection);
+        let (code, len, length) = response(&head, connection);
+        assert_eq!((code, length), (200, Some(1234)));
+        assert_eq!(len, head.len());
+        check_error(Status::Unauthorized, head_only, connection);
+        check_error(Status::Unavailable, head_only, connection);
+    }
 }
 
 fn check_verdict(parsed: &Parsed, unix_micros: u64) {
     match parsed {
         Parsed::Partial => {}
         Parsed::Error(status) => {
-            check_error(*status, false);
-            check_error(*status, true);
+            for connection in [Connection::Close, Connection::KeepAlive] {
+                check_error(*status, false, connection);
+                check_error(*status, true, connection);
+            }
         }
         Parsed::Request(request) => {
             check_request(request.framing, unix_micros, request.head_only())
@@ -141,9 +163,19 @@ fn check_verdict(parsed: &Parsed, unix_micros: u64) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let full = http::parse(data);
+    let (full, message) = http::parse_message(data);
+    assert_eq!(full, http::parse(data));
     let unix_micros = data.iter().fold(0u64, |t, &b| t.rotate_left(8) ^ u64::from(b));
     check_verdict(&full, unix_micros);
+
+    // A whole request's end: within the input, and the request alone is
+    // answered the same as with whatever follows it.
+    if let Some(message) = message {
+        assert!(message.len > 0 && message.len <= data.len(), "{message:?} of {}", data.len());
+        assert!(!matches!(full, Parsed::Partial));
+        let alone = http::parse_message(&data[..message.len]);
+        assert_eq!(alone, (full.clone(), Some(message)), "the request alone is read otherwise");
+    }
 
     // What the server would see: never more than the cap.
     let capped = &data[..data.len().min(MAX_REQUEST_BYTES)];
@@ -192,8 +224,10 @@ fuzz_target!(|data: &[u8]| {
     // Every status builds a well-formed response, whatever the input.
     if data.first() == Some(&0) {
         for status in STATUSES {
-            check_error(status, false);
-            check_error(status, true);
+            for connection in [Connection::Close, Connection::KeepAlive] {
+                check_error(status, false, connection);
+                check_error(status, true, connection);
+            }
         }
     }
 });

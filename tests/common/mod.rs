@@ -104,13 +104,15 @@ impl Server {
         s
     }
 
-    /// A whole non-streaming response: status code, head, body.
+    /// A whole non-streaming response: status code, head, body. It is read
+    /// by its framing, so a connection the server keeps open need not end
+    /// first; the connection is then dropped.
     pub fn get(&self, request: &str) -> (u16, String, Vec<u8>) {
         let mut s = self.connect();
         s.write_all(request.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        split_response(&raw)
+        let mut reader = BufReader::new(s);
+        read_response(&mut reader, request.starts_with("HEAD "))
+            .unwrap_or_else(|| panic!("no whole response to {request:?}"))
     }
 
     pub fn get_path(&self, path: &str) -> (u16, String, Vec<u8>) {
@@ -231,6 +233,36 @@ pub fn json_number(json: &str, key: &str) -> f64 {
     let rest = &json[at + key.len() + 3..];
     let end = rest.find([',', '}']).unwrap();
     rest[..end].trim().parse().unwrap()
+}
+
+/// Reads one whole response (status code, head, body) off a connection
+/// that may stay open: the body is as long as its `Content-Length` says
+/// (none under HEAD), or lasts until the server closes. None if the
+/// connection ends first.
+pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Option<(u16, String, Vec<u8>)> {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut head).ok()? == 0 {
+            return None;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap());
+    let mut body = Vec::new();
+    match length {
+        _ if head_only => {}
+        Some(length) => {
+            body.resize(length, 0);
+            reader.read_exact(&mut body).ok()?;
+        }
+        None => {
+            reader.read_to_end(&mut body).ok()?;
+        }
+    }
+    let status = head[9..12].parse().unwrap();
+    Some((status, head, body))
 }
 
 pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
