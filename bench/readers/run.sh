@@ -19,10 +19,10 @@ port=${PORT:-18760}
 work=$(mktemp -d)
 trap 'kill $camera $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
+mkfifo "$work/frames"
 python3 "$here/pixel_clock.py" produce 30 $((warmup * 2 + 60)) > "$work/frames" &
 camera=$!
-sleep 0.2
-"$bin" --bind 127.0.0.1 -p "$port" < "$work/frames" 2>/dev/null &
+"$bin" --bind 127.0.0.1 -p "$port" --input "$work/frames" 2>/dev/null &
 server=$!
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/stats" && break; sleep 0.1; done
 
