@@ -167,12 +167,6 @@ fn tcp_info(socket: &impl AsRawFd) -> Option<(TcpInfo, usize)> {
     (rc == 0).then_some((info, len as usize))
 }
 
-/// The smoothed and the smallest round-trip time in µs, or None where the
-/// kernel does not report both.
-pub fn round_trips(socket: &impl AsRawFd) -> Option<(u64, u64)> {
-    look(socket).map(|l| (l.srtt, l.min_rtt))
-}
-
 /// Bytes the kernel holds for this socket that have not been sent yet
 /// (`SIOCOUTQNSD`), or None where the kernel cannot say.
 pub fn unsent_bytes(socket: &impl AsRawFd) -> Option<usize> {
@@ -256,14 +250,14 @@ mod tests {
             server.write_all(&buf).unwrap();
             client.read_exact(&mut buf).unwrap();
         }
-        let (srtt, min_rtt) = round_trips(&server).expect("Linux reports TCP_INFO");
+        let look = look(&server).expect("Linux reports TCP_INFO");
+        let (srtt, min_rtt) = (look.srtt, look.min_rtt);
         assert!(srtt >= min_rtt, "srtt {srtt} µs below min_rtt {min_rtt} µs");
         assert!(srtt < 10_000, "a loopback srtt of {srtt} µs: the wrong field?");
         assert!(min_rtt > 0 && min_rtt < 10_000, "min_rtt {min_rtt} µs");
         assert_eq!(unsent_bytes(&server), Some(0));
         // The last reply may wait for a delayed acknowledgement.
         assert!(queued_bytes(&server).is_some_and(|n| n <= 4));
-        let look = look(&server).expect("Linux reports TCP_INFO");
         assert_eq!(backlog(&look, 32 * 1024), Backlog::Light);
         // All but the last reply, which may wait for a delayed ACK.
         assert!((19 * 4..=20 * 4).contains(&look.acked), "{look:?}");
