@@ -94,7 +94,7 @@ struct Held {
 }
 
 impl Held {
-    fn take(&mut self, (seq, len): (u64, usize)) {
+    fn hold(&mut self, (seq, len): (u64, usize)) {
         let entry = self.frames.entry(seq).or_insert((0, len));
         if entry.0 == 0 {
             self.bytes += len;
@@ -102,7 +102,7 @@ impl Held {
         entry.0 += 1;
     }
 
-    fn drop(&mut self, (seq, len): (u64, usize)) {
+    fn release(&mut self, (seq, len): (u64, usize)) {
         if let Some(entry) = self.frames.get_mut(&seq) {
             entry.0 -= 1;
             if entry.0 == 0 {
@@ -399,10 +399,10 @@ impl Viewers {
         let holding = conn.client.holding();
         if holding != conn.held {
             if let Some(old) = std::mem::replace(&mut conn.held, holding) {
-                self.held.drop(old);
+                self.held.release(old);
             }
             if let Some(new) = holding {
-                self.held.take(new);
+                self.held.hold(new);
             }
         }
     }
@@ -624,7 +624,7 @@ impl Viewers {
         let mut conn = self.conns.remove(key);
         self.census.left(&conn.client.state);
         if let Some(held) = conn.held {
-            self.held.drop(held);
+            self.held.release(held);
         }
         // The frames it had not taken are skipped for good now.
         self.pending_closed += conn.client.pending_skips(self.seq);
