@@ -27,22 +27,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The namespace's `net.ipv4.tcp_rmem`: Linux's own default since 4.20
-/// ("4096 131072 6291456"; the maximum is 6 MB on any machine with a few
-/// hundred megabytes of memory or more, a Raspberry Pi's included). On a
-/// host that raised the maximum to 32 MB, a client's window here never
-/// closed for 30 s and more, so it was never learned: the test would
-/// measure the host's tuning, not the server.
+/// The namespace's `net.ipv4.tcp_rmem`: Linux's own default since 4.20,
+/// whose maximum is the least of 6 MB and a 128th of the memory free at
+/// boot (`tcp_init`), so 6 MB on any machine with some 768 MB free or more.
+/// This machine's is 32 MB; with it, an OpenCV loop was not learned in 30 s
+/// in a run here, and the test would measure the host's tuning.
 const RMEM: &str = "4096 131072 6291456";
 
 /// The namespace's loopback MTU: Ethernet's and Wi-Fi's, as between a
-/// camera and the machines that read it. Under loopback's own 64 KB, the
-/// kernel of a client that read slowly (Motion) dropped whole segments
-/// rather than close its window, so its queue (0.6 s) was never seen as a
-/// full buffer, and never learned in 60 s.
+/// camera and what reads it. Under it, without pacing, the clients' own
+/// buffers held a queue of seconds (see the bounds below); under loopback's
+/// 64 KB, an OpenCV loop got frames 0.3–0.6 s old, too near a bound a
+/// loaded machine can keep.
 const MTU: &str = "1500";
 
-/// Longest wait for the server to learn the client's pace: 8–20 s here.
+/// Longest wait for the server to learn the client's pace: 8–29 s here
+/// when it was learned at all (docs/SLOWLINK.md, "Slow readers").
 const LEARN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Longest wait, once learned, for the client's buffer to drain and its
@@ -202,9 +202,9 @@ fn median(ages: &mut [u64]) -> u64 {
 }
 
 /// Paced, this loop got frames 3–27 ms old at the median here. Without
-/// pacing (the build before it, 9c4236f), 1.2 s after 30 s, and growing:
-/// its buffer grew to hold a queue of seconds, up to 6 MB / 45 KB frames
-/// / 10 reads a second = 14 s. The bound leaves a loaded machine room and
+/// pacing (the build before it, 9c4236f), 1.2 s at the median after 30 s:
+/// a queue in its buffer, which may grow to 6 MB / 45 KB frames / 10 reads
+/// a second = 14 s. The bound leaves a loaded machine room and
 /// still fails the queue.
 const OPENCV_BOUND_MS: u64 = 400;
 
@@ -292,6 +292,10 @@ fn written_ages(files: &[PathBuf]) -> Vec<u64> {
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// Motion's buffer fills and its kernel drops what comes beyond it, at
+/// times with its window still open: the server then sees no full buffer
+/// and never learns its pace, and this fails (six runs of ten here; see
+/// docs/SLOWLINK.md, "Slow readers").
 #[test]
 #[ignore = "needs root, network namespaces, motion and python3 with OpenCV (cv2): run with --include-ignored, as .ci/run does"]
 fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
