@@ -114,7 +114,8 @@ pub struct Look {
     pub unsent: u64,
     /// Bytes sent and not yet acknowledged: `tcpi_bytes_sent` less
     /// `tcpi_bytes_retrans` (each byte once) less `tcpi_bytes_acked`; what
-    /// `SIOCOUTQ` less the unsent would say, without a second syscall.
+    /// `SIOCOUTQ` less the unsent would say, without a second syscall
+    /// (but for kernels before 4.19, which are asked `SIOCOUTQ`).
     pub in_flight: u64,
     /// Smoothed and smallest round trip, µs (`tcpi_rtt`, `tcpi_min_rtt`).
     pub srtt: u64,
@@ -128,15 +129,22 @@ pub struct Look {
     pub since_ack: Duration,
 }
 
-/// Looks at a connection: one `getsockopt(TCP_INFO)`. None on kernels
-/// before 4.19, which report no `tcpi_bytes_sent`.
+/// Looks at a connection: one `getsockopt(TCP_INFO)`, and on kernels
+/// before 4.19, which report no `tcpi_bytes_sent`, a `SIOCOUTQ` too. None
+/// before 4.6, which reports no `tcpi_min_rtt`.
 pub fn look(socket: &impl AsRawFd) -> Option<Look> {
     let (info, len) = tcp_info(socket)?;
     let has = |end: usize| len >= end;
-    if !has(offset_of!(TcpInfo, bytes_retrans) + size_of::<u64>()) {
+    if !has(offset_of!(TcpInfo, min_rtt) + size_of::<u32>()) {
         return None;
     }
-    let sent_once = info.bytes_sent.saturating_sub(info.bytes_retrans);
+    let unsent = u64::from(info.notsent_bytes);
+    let in_flight = if has(offset_of!(TcpInfo, bytes_retrans) + size_of::<u64>()) {
+        let sent_once = info.bytes_sent.saturating_sub(info.bytes_retrans);
+        sent_once.saturating_sub(info.bytes_acked)
+    } else {
+        queued_bytes(socket).map_or(0, |n| (n as u64).saturating_sub(unsent))
+    };
     let window = has(offset_of!(TcpInfo, snd_wnd) + size_of::<u32>());
     if !window && !NO_WINDOW_SAID.swap(true, Ordering::Relaxed) {
         log!(
@@ -145,8 +153,8 @@ pub fn look(socket: &impl AsRawFd) -> Option<Look> {
         );
     }
     Some(Look {
-        unsent: u64::from(info.notsent_bytes),
-        in_flight: sent_once.saturating_sub(info.bytes_acked),
+        unsent,
+        in_flight,
         srtt: u64::from(info.rtt),
         min_rtt: u64::from(info.min_rtt),
         acked: info.bytes_acked,
@@ -179,9 +187,7 @@ pub fn unsent_bytes(socket: &impl AsRawFd) -> Option<usize> {
     outq(socket.as_raw_fd(), libc::SIOCOUTQNSD as _)
 }
 
-/// Unsent and unacknowledged bytes together (`SIOCOUTQ`, alias `TIOCOUTQ`):
-/// what a [`Look`] is checked against.
-#[cfg(test)]
+/// Unsent and unacknowledged bytes together (`SIOCOUTQ`, alias `TIOCOUTQ`).
 fn queued_bytes(socket: &impl AsRawFd) -> Option<usize> {
     outq(socket.as_raw_fd(), libc::TIOCOUTQ as _)
 }
