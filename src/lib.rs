@@ -16,6 +16,7 @@ pub mod guard;
 pub mod http;
 pub mod input;
 pub mod limits;
+pub mod notice;
 pub mod offline;
 pub mod pattern;
 pub mod reader;

@@ -15,11 +15,11 @@ use crate::camera;
 use crate::cli::Config;
 use crate::deadlines::{Deadlines, Timer};
 use crate::http::{self, Connection, Status};
+use crate::notice::Schedule;
 use crate::offline::{self, Renderer};
 use crate::router::{self, Format};
 use crate::source::{self, Source};
 use crate::stats::{self, Figures, Stats};
-use crate::supervisor::Notice;
 use crate::systemd::Notifier;
 use crate::viewers::{Asked, Env, Policy, Viewers};
 use mio::net::{TcpListener, TcpStream};
@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The viewer set's [`Env`] from the server's fields, borrowed apart from
 /// `viewers` and `source`.
@@ -51,10 +51,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 const CAMERA_ERRORS: Token = Token(usize::MAX - 4);
 /// A notice picture is ready.
 const RENDERED: Token = Token(usize::MAX - 5);
-
-/// While the source has no frames, viewers get a fresh notice this often:
-/// its clock moves, and clients with read timeouts keep their connection.
-const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
 /// Events taken per wake-up; more simply wait for the next `poll`.
 const EVENTS: usize = 1024;
@@ -99,8 +95,8 @@ pub struct Server {
     drained: bool,
     /// Makes the notices of a source that can go quiet (a camera, a FIFO).
     renderer: Option<Renderer>,
-    /// Viewers are being shown a notice instead of frames.
-    noticing: bool,
+    /// When viewers are shown a notice instead of frames.
+    notices: Schedule,
     /// systemd's notification socket, when run as a `Type=notify` service.
     notifier: Option<Notifier>,
     /// PID 1 of its namespace (a container without an init): every orphan
@@ -179,7 +175,7 @@ impl Server {
             draining: false,
             drained: false,
             renderer: None,
-            noticing: false,
+            notices: Schedule::default(),
             notifier: Notifier::from_env(),
             init: std::process::id() == 1,
             spare: File::open("/dev/null").ok(),
@@ -287,42 +283,29 @@ impl Server {
         Ok(())
     }
 
-    /// Asks for a notice picture when viewers should see one: as soon as
-    /// the source's state changes, then every [`NOTICE_EVERY`].
+    /// Asks for a notice picture when the [`Schedule`] says viewers should
+    /// see one: as soon as the source's state changes, then as it says.
     fn show_notices(&mut self, now: Instant) {
         let Some(renderer) = &mut self.renderer else { return };
         let changed = self.source.take_changed();
         if !changed && !self.deadlines.take_due(Timer::Offline, now) {
             return;
         }
-        let Some(notice) = self.source.notice(now) else {
-            self.noticing = false;
-            // Frames flow: look again when a notice would be due.
-            self.deadlines.set(Timer::Offline, self.source.notice_due());
-            return;
-        };
-        let (kind, title, mut lines) = match notice {
-            Notice::Starting => (offline::Kind::Starting, "starting camera…", vec![]),
-            Notice::Offline(reason) => (offline::Kind::Offline, "NO SIGNAL", vec![reason]),
-        };
-        lines.push(clock());
-        let size = self.viewers.last_live().and_then(|f| offline::jpeg_size(&f.jpeg));
-        let request = offline::Request {
-            kind,
-            size: size.unwrap_or(offline::DEFAULT_SIZE),
-            title: title.into(),
-            lines,
-        };
-        renderer.request(request);
-        self.noticing = true;
-        self.deadlines.set(Timer::Offline, Some(now + NOTICE_EVERY));
+        let current = self.source.notice(now);
+        let (notice, next) = self.notices.turn(now, current, self.source.notice_due());
+        self.deadlines.set(Timer::Offline, next);
+        if let Some(notice) = notice {
+            let size = self.viewers.last_live().and_then(|f| offline::jpeg_size(&f.jpeg));
+            let size = size.unwrap_or(offline::DEFAULT_SIZE);
+            renderer.request(notice.picture(size, SystemTime::now()));
+        }
     }
 
     /// A notice picture is ready: viewers get it, unless frames came back.
     fn take_notice(&mut self, now: Instant) {
         let Some(renderer) = &mut self.renderer else { return };
         while let Some((kind, jpeg)) = renderer.take() {
-            if self.noticing && self.source.notice(now).is_some() {
+            if self.notices.wanted(self.source.notice(now).is_some()) {
                 self.viewers.publish_notice(jpeg, kind.state(), split_env!(self));
             }
         }
@@ -508,12 +491,6 @@ impl Server {
             self.deadlines.set(Timer::Drain, Some(now + DRAIN));
         }
     }
-}
-
-/// The wall-clock time of day, UTC, for notices.
-fn clock() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("{:02}:{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 /// The signals that end the server, less those it was started with

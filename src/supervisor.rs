@@ -29,6 +29,7 @@ a refused connect costs nothing and its upstream may be back any moment.
 Either is retried for ever, never in a busy loop.
 */
 
+use crate::notice::Notice;
 use std::time::{Duration, Instant};
 
 /// A start that failed for want of what the server shares with its
@@ -369,22 +370,6 @@ impl Supervisor {
                 Some(Notice::Offline(format!("{}; restarting in {secs} s", self.reason)))
             }
         }
-    }
-}
-
-/// What viewers see while there are no frames.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
-    Starting,
-    Offline(String),
-}
-
-impl Notice {
-    /// "no frame for N s", once a live source has been silent since its
-    /// `last_frame` for `after` or more.
-    pub fn silence(last_frame: Instant, now: Instant, after: Duration) -> Option<Notice> {
-        let silent = now.duration_since(last_frame);
-        (silent >= after).then(|| Notice::Offline(format!("no frame for {} s", silent.as_secs())))
     }
 }
 

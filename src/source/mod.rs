@@ -32,8 +32,9 @@ pub use paced::Paced;
 pub use polled::{AtEnd, Polled};
 pub use relay_feed::RelayFeed;
 
+use crate::notice::{Notice, Pace, OFFLINE_AFTER};
 use crate::splitter::{Counters, Splitter};
-use crate::supervisor::{Action, Notice, Supervisor, Timing};
+use crate::supervisor::{Action, Supervisor, Timing};
 use crate::upstream::Url;
 use mio::{Registry, Token};
 use std::io;
@@ -47,18 +48,6 @@ const READ_BUF: usize = 128 * 1024;
 /// loop (1 MiB): a producer writing flat out must not keep the loop from
 /// clients that wait to write.
 pub(crate) const INPUT_READS: usize = 8;
-
-/// A source that may go quiet shows viewers a notice after this long
-/// without a frame, or after [`GAPS_BEFORE_NOTICE`] of its own gaps
-/// between frames if those are longer, and never later than
-/// `--source-timeout` (nor sooner, if that is shorter): clients with read
-/// timeouts must get bytes, and a person wants to know, but a time-lapse
-/// or low-light camera at 0.2 fps is not down between its frames.
-const OFFLINE_AFTER: Duration = Duration::from_secs(2);
-
-/// A silence this many times the last gap between frames is the source
-/// being down, not its pace.
-const GAPS_BEFORE_NOTICE: u32 = 2;
 
 /// The time between frames at `fps` (`--fps`: a paced file, the test pattern).
 pub fn interval(fps: u32) -> Duration {
@@ -261,14 +250,11 @@ pub struct Source {
     warned_oversize: bool,
     max_frame_bytes: usize,
     pub bytes_in: u64,
-    last_frame: Option<Instant>,
+    /// The frames' times, and when a silence is an outage.
+    pace: Pace,
     /// Show viewers a notice once frames stop: a FIFO or a camera, not
     /// stdin, whose contract is the pipe's.
     notices: bool,
-    /// `--source-timeout`: no silence longer than this goes without a notice.
-    source_timeout: Duration,
-    /// The time between the last two frames.
-    last_gap: Duration,
     /// The source's state changed since [`Source::take_changed`].
     changed: bool,
     /// The token the source's events come with.
@@ -302,15 +288,8 @@ impl Source {
     /// Shows viewers a notice when frames stop (a FIFO, a camera, a relay).
     pub fn with_notices(mut self, source_timeout: Duration) -> Source {
         self.notices = true;
-        self.source_timeout = source_timeout;
+        self.pace = Pace::new(source_timeout);
         self
-    }
-
-    /// How long a silence is before viewers are shown a notice: see
-    /// [`OFFLINE_AFTER`].
-    fn offline_after(&self) -> Duration {
-        let pace = self.last_gap * GAPS_BEFORE_NOTICE;
-        OFFLINE_AFTER.max(pace).min(self.source_timeout)
     }
 
     fn with_feed(feed: Kind, what: String, max_frame_bytes: usize) -> Source {
@@ -325,9 +304,7 @@ impl Source {
             warned_oversize: false,
             max_frame_bytes,
             bytes_in: 0,
-            last_frame: None,
-            source_timeout: OFFLINE_AFTER,
-            last_gap: Duration::ZERO,
+            pace: Pace::new(OFFLINE_AFTER),
             changed: true,
         }
     }
@@ -398,14 +375,7 @@ impl Source {
         self.pending = turn == Turn::Open { more: true };
         if self.splitter.counters.frames > frames {
             let at = Instant::now();
-            if self.last_frame.is_none_or(|t| at >= t + self.offline_after()) {
-                self.changed = true;
-            }
-            // A silence as long as --source-timeout is an outage, not the
-            // source's pace.
-            let gap = self.last_frame.map(|last| at.saturating_duration_since(last));
-            self.last_gap = gap.filter(|&g| g < self.source_timeout).unwrap_or_default();
-            self.last_frame = Some(at);
+            self.changed |= self.pace.frame(at);
             if let Some(feed) = self.feed.supervised() {
                 feed.frame(at);
             }
@@ -505,8 +475,8 @@ impl Source {
             return None;
         }
         match self.feed.supervisor() {
-            Some(supervisor) => supervisor.notice(now, self.offline_after()),
-            None => Notice::silence(self.last_frame?, now, self.offline_after()),
+            Some(supervisor) => supervisor.notice(now, self.pace.offline_after()),
+            None => self.pace.silence(now),
         }
     }
 
@@ -518,7 +488,7 @@ impl Source {
 
     /// When a notice would next begin, if frames stop now.
     pub fn notice_due(&self) -> Option<Instant> {
-        self.notices.then_some(self.last_frame? + self.offline_after())
+        self.pace.notice_due().filter(|_| self.notices)
     }
 
     /// True while a snapshot should wait for the camera's next first frame
@@ -539,7 +509,7 @@ impl Source {
             reason: (s.state() != "online").then_some(s.reason.as_str()),
             pid,
             restarts: s.restarts(),
-            last_frame: self.last_frame,
+            last_frame: self.pace.last_frame(),
         }
     }
 
@@ -564,7 +534,7 @@ impl Source {
                 reason: None,
                 pid: None,
                 restarts: 0,
-                last_frame: self.last_frame,
+                last_frame: self.pace.last_frame(),
             },
         }
     }
