@@ -283,6 +283,15 @@ fn an_opencv_loop_that_works_100_ms_a_frame_gets_recent_frames_not_a_queue() {
 /// 2.3 MB, some 50 frames, 5 s at 10 a second.
 const MOTION_BOUND_MS: u64 = 600;
 
+/// A directory the test made, removed when dropped, however the test ends.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The ages `pixel_clock.py written` reads from `files`.
 fn written_ages(files: &[PathBuf]) -> Vec<u64> {
     let out = common::run(
@@ -307,6 +316,7 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
     let (server, _camera) = clock_server(&ns);
     let dir = std::env::temp_dir().join(format!("rms-readers-motion-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
+    let _removed = Removed(dir.clone());
     let pictures = dir.join("pictures");
     fs::create_dir_all(&pictures).unwrap();
     let config = dir.join("motion.conf");
@@ -376,7 +386,6 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
         ages.len(),
         ages[ages.len() - 1],
     );
-    let _ = fs::remove_dir_all(&dir);
     assert!(
         p50 < MOTION_BOUND_MS,
         "median age {p50} ms: a queue, not recent frames; ages in ms as saved: {seen}"
