@@ -482,7 +482,7 @@ impl Client {
                         self.acked = look.acked;
                         self.last_progress = now;
                     }
-                    s.reader.observe(&look, frame.jpeg.len() as u64, now);
+                    s.reader.observe(&look, frame.jpeg.len() as u64, frame.seq, now);
                     match tcp::backlog(&look, self.max_queued) {
                         Backlog::Full => {
                             s.held = Some(Hold::Queue);

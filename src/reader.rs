@@ -19,9 +19,14 @@ buffer:
 
 1. **Filling.** Frames go as the link takes them (and `--max-queued-bytes`
    allows); the reader is not seen.
-2. **Behind.** The window is closed (under a frame) with bytes waiting to
-   be sent, time after time: its pace is the bytes acknowledged over
-   [`LEARN_SPAN`] of that.
+2. **Behind.** The window is closed (under a frame), or shows
+   [`BEHIND_FRAMES`] unread, with bytes waiting to be sent, time after
+   time: its pace is the bytes acknowledged less those its window shows
+   unread, over [`LEARN_SPAN`] of that. (A receiver short of memory for
+   its buffer drops what comes in rather than close its window: Motion's,
+   under a 1500-byte MTU, held 1.2 MB unread with 200 KB of window open.)
+   A pace within [`KEEPS_UP`] of the camera's is a reader that keeps up,
+   and is not paced.
 3. **Draining.** No frame starts until what its buffer holds (about the
    widest window it advertised) is read at that pace.
 4. **Paced.** A frame at most every `frame size / (KEEP_UP × pace)`: it
@@ -57,6 +62,19 @@ const KEEP_UP: f64 = 0.8;
 /// [`KEEP_UP`] drains, slowly; one too long costs a pause, once.
 const FULL_BUFFER: f64 = 2.0;
 
+/// A reader whose window shows this many frames unread is behind, window
+/// closed or not: a nearly empty buffer's window moved by some 40 KB here,
+/// under two frames of a 640x480 camera.
+const BEHIND_FRAMES: f64 = 4.0;
+
+/// ... and never less than this, for cameras of small frames.
+const BEHIND_BYTES: f64 = 128.0 * 1024.0;
+
+/// A learned pace of this share of the camera's frame rate or more is a
+/// reader that keeps up, as one that stalls now and then does: pacing it
+/// would cost it frames it can take.
+const KEEPS_UP: f64 = 0.9;
+
 /// A reader's pace, learned while it was behind.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Pace {
@@ -74,18 +92,21 @@ pub struct Reader {
     /// The widest window less the window at the last look: what it has
     /// not read, as far as its window shows (little until it is behind).
     pub unread: u64,
-    /// Looks with the window closed, when the bytes acknowledged had
-    /// grown, and those bytes, while the reader is behind.
+    /// Looks while the reader is behind, when what it has read had grown,
+    /// and those bytes.
     closed: Vec<(Instant, u64)>,
+    /// When this stretch behind began, and the camera's frame then: the
+    /// camera's rate, to tell a slow reader from one that keeps up.
+    stretch: Option<(Instant, u64)>,
     pace: Option<Pace>,
     /// The mean size of the frames it was sent, for its pace in frames.
     frame_bytes: f64,
 }
 
 impl Reader {
-    /// Takes a look at the connection on the way to a frame of `frame`
+    /// Takes a look at the connection on the way to frame `seq` of `frame`
     /// bytes: learns the reader's pace while it is behind.
-    pub fn observe(&mut self, look: &Look, frame: u64, now: Instant) {
+    pub fn observe(&mut self, look: &Look, frame: u64, seq: u64, now: Instant) {
         self.frame_bytes = match self.frame_bytes {
             0.0 => frame as f64,
             mean => mean + (frame as f64 - mean) / 8.0,
@@ -93,17 +114,23 @@ impl Reader {
         let Some(window) = look.window else { return };
         self.widest = self.widest.max(window);
         self.unread = self.widest - window;
-        if window >= frame || look.unsent == 0 {
+        let behind = self.unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES);
+        if (window >= frame && !behind) || look.unsent == 0 {
             return;
         }
-        // Closed, with bytes waiting: its buffer is full.
-        let sample = (now.checked_sub(look.since_ack).unwrap_or(now), look.acked);
+        // Behind, with bytes waiting: what it has read is what its kernel
+        // took less what its window shows unread.
+        let at = now.checked_sub(look.since_ack).unwrap_or(now);
+        let sample = (at, look.acked.saturating_sub(self.unread));
         match self.closed.last() {
-            Some(&(at, _)) if sample.0.saturating_duration_since(at) > CLOSINGS_APART => {
+            Some(&(last, _)) if at.saturating_duration_since(last) > CLOSINGS_APART => {
                 self.closed.clear();
             }
-            Some(&(_, acked)) if sample.1 <= acked => return,
+            Some(&(_, read)) if sample.1 <= read => return,
             _ => {}
+        }
+        if self.closed.is_empty() {
+            self.stretch = Some((now, seq));
         }
         self.closed.push(sample);
         let rate = match steady_rate(&self.closed) {
@@ -115,10 +142,17 @@ impl Reader {
             }
             None => return,
         };
-        let drain = self.widest as f64 * FULL_BUFFER / rate;
-        let drained_at = now + Duration::from_secs_f64(drain.min(MAX_DRAIN.as_secs_f64()));
-        self.pace = Some(Pace { rate, drained_at });
         self.closed.clear();
+        if let Some((since, first)) = self.stretch {
+            let camera = seq.saturating_sub(first) as f64
+                / now.duration_since(since).as_secs_f64().max(1e-3);
+            if rate / self.frame_bytes.max(1.0) >= KEEPS_UP * camera {
+                return;
+            }
+        }
+        let left = (self.widest as f64 * FULL_BUFFER - window as f64).max(0.0);
+        let drain = Duration::from_secs_f64((left / rate).min(MAX_DRAIN.as_secs_f64()));
+        self.pace = Some(Pace { rate, drained_at: now + drain });
     }
 
     /// Whether its buffer was full lately: it is being learned, and is
@@ -188,7 +222,7 @@ fn slope(points: &[(Instant, u64)]) -> Option<f64> {
     let (&(t0, b0), n) = (points.first()?, points.len() as f64);
     let xy: Vec<(f64, f64)> = points
         .iter()
-        .map(|&(t, b)| (t.saturating_duration_since(t0).as_secs_f64(), (b - b0) as f64))
+        .map(|&(t, b)| (t.saturating_duration_since(t0).as_secs_f64(), b.saturating_sub(b0) as f64))
         .collect();
     let (mx, my) = xy.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
     let (sxy, sxx) = xy
@@ -229,7 +263,7 @@ mod tests {
             let at = from + ms(tick * 100);
             let acked = 2_000_000 + tick / 10 * 200_000;
             let window = if tick % 10 == 0 { 190_000 } else { 0 };
-            r.observe(&look(acked, window, 16_000), 20_000, at);
+            r.observe(&look(acked, window, 16_000), 20_000, tick * 3, at);
         }
     }
 
@@ -238,7 +272,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Reader::default();
         for i in 0..100 {
-            r.observe(&look(i * 20_000, 500_000, 0), 20_000, t + ms(i * 33));
+            r.observe(&look(i * 20_000, 500_000, 0), 20_000, i, t + ms(i * 33));
         }
         assert!(!r.paced());
         assert_eq!(r.next_start(t), None);
@@ -250,7 +284,7 @@ mod tests {
         let mut r = Reader::default();
         let blind = Look { window: None, unsent: 16_000, ..Look::default() };
         for i in 0..10 {
-            r.observe(&blind, 20_000, t + ms(i * 100));
+            r.observe(&blind, 20_000, i * 3, t + ms(i * 100));
         }
         assert!(!r.paced());
     }
@@ -259,17 +293,18 @@ mod tests {
     fn a_reader_behind_is_learned_between_closings_then_drains_then_is_paced() {
         let t = Instant::now();
         let mut r = Reader::default();
-        r.observe(&look(0, 1_000_000, 0), 20_000, t);
+        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
         behind(&mut r, t + ms(1000), 0..5);
-        assert!(!r.paced(), "five steps, 1.1 to 5.1 s, say too little");
+        assert!(!r.paced(), "five steps, 1.0 to 5.0 s, say too little");
         assert!(r.behind(t + ms(5900)));
         behind(&mut r, t + ms(1000), 5..6);
-        // Six steps from 1.1 s to 6.1 s, 200 000 bytes apart.
+        // Steps from 1.0 s to 6.0 s, 200 000 bytes apart: the looks with the
+        // window reopened by 190 000 count too, as 810 000 still unread.
         assert!((r.rate() - 200_000.0).abs() < 1.0, "{}", r.rate());
         let learned = t + ms(6900);
-        // Its buffer (2 x the widest window) drains in 10 s from the look
-        // that taught it.
-        let drained = t + ms(6100) + Duration::from_secs_f64(2_000_000.0 / 200_000.0);
+        // Its buffer (2 x the widest window, less the 190 000 open) drains
+        // at that pace from the look at 6.0 s that taught it.
+        let drained = t + ms(6000) + Duration::from_secs_f64(1_810_000.0 / 200_000.0);
         assert_eq!(r.next_start(learned), Some(drained));
         // Then 8 frames a second, 0.8 of its 10.
         let later = drained + ms(500);
@@ -282,7 +317,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Reader::default();
         for i in 0..50 {
-            r.observe(&look(2_000_000, 0, 16_000), 20_000, t + ms(i * 100));
+            r.observe(&look(2_000_000, 0, 16_000), 20_000, i * 3, t + ms(i * 100));
         }
         assert!(!r.paced());
     }
@@ -296,13 +331,13 @@ mod tests {
         let mut acked = 1_000_000;
         for tick in 0..40 {
             acked += if tick < 20 { 10_000 } else { 30_000 };
-            r.observe(&look(acked, 0, 16_000), 20_000, t + ms(tick * 100));
+            r.observe(&look(acked, 0, 16_000), 20_000, tick * 3, t + ms(tick * 100));
         }
         assert!(!r.paced(), "{}", r.rate());
         // Then steady: learned at its own pace.
         for tick in 40..80 {
             acked += 30_000;
-            r.observe(&look(acked, 0, 16_000), 20_000, t + ms(tick * 100));
+            r.observe(&look(acked, 0, 16_000), 20_000, tick * 3, t + ms(tick * 100));
         }
         assert!((r.rate() - 300_000.0).abs() < 1.0, "{}", r.rate());
     }
@@ -314,5 +349,61 @@ mod tests {
         behind(&mut r, t, 0..2);
         behind(&mut r, t + ms(11_000), 2..4);
         assert!(!r.paced());
+    }
+
+    #[test]
+    fn a_reader_whose_kernel_drops_rather_than_closes_is_learned_with_its_window_open() {
+        // Motion's case: 1.3 MB unread of a widest 1.5 MB, 200 KB of window
+        // open, and 450 000 bytes a second read (10 frames of 45 000).
+        let t = Instant::now();
+        let mut r = Reader::default();
+        r.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        for tick in 1..=60u64 {
+            let read = tick * 45_000;
+            let window = 200_000 + (tick % 3) * 10_000;
+            let acked = read + (1_500_000 - window);
+            r.observe(&look(acked, window, 16_000), 45_000, tick * 3, t + ms(tick * 100));
+        }
+        assert!((r.rate() - 450_000.0).abs() < 10_000.0, "{}", r.rate());
+        assert!(r.fps() > 9.5 && r.fps() < 10.5, "{}", r.fps());
+    }
+
+    #[test]
+    fn a_reader_a_frame_or_two_behind_is_not_behind() {
+        let t = Instant::now();
+        let mut r = Reader::default();
+        r.observe(&look(0, 400_000, 0), 26_000, 0, t);
+        for tick in 1..200u64 {
+            // The window moves by up to 60 KB as it reads: noise, not a queue.
+            let window = 340_000 + (tick % 7) * 10_000;
+            let acked = tick * 26_000 + (400_000 - window);
+            r.observe(&look(acked, window, 16_000), 26_000, tick, t + ms(tick * 40));
+        }
+        assert!(!r.paced() && !r.behind(t + ms(8000)));
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_with_the_camera_between_stalls_is_not_paced() {
+        // Behind at every look by 8 frames, but reading 30 of the camera's
+        // 30 frames a second: a reader that stalled once and keeps up.
+        let t = Instant::now();
+        let mut r = Reader::default();
+        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        for tick in 1..=100u64 {
+            let read = tick * 60_000;
+            let window = 1_000_000 - 160_000;
+            let acked = read + 160_000;
+            r.observe(&look(acked, window, 16_000), 20_000, tick * 3, t + ms(tick * 100));
+        }
+        assert!(!r.paced(), "{}", r.fps());
+        // One that reads 20 of 30 is.
+        let mut slow = Reader::default();
+        slow.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        for tick in 1..=100u64 {
+            let acked = tick * 40_000 + 160_000;
+            let window = 1_000_000 - 160_000;
+            slow.observe(&look(acked, window, 16_000), 20_000, tick * 3, t + ms(tick * 100));
+        }
+        assert!((slow.fps() - 20.0).abs() < 0.5, "{}", slow.fps());
     }
 }
