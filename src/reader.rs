@@ -20,7 +20,8 @@ buffer:
 1. **Filling.** Frames go as the link takes them (and `--max-queued-bytes`
    allows); the reader is not seen.
 2. **Behind.** The window is closed (under a frame), or shows
-   [`BEHIND_FRAMES`] unread, with bytes waiting to be sent, time after
+   [`BEHIND_FRAMES`] unread, with bytes waiting to be sent or on their
+   way (so that acknowledgements keep the window current), time after
    time: its pace is the bytes acknowledged less those its window shows
    unread, over [`LEARN_SPAN`] of that. (A receiver short of memory for
    its buffer drops what comes in rather than close its window: Motion's,
@@ -115,10 +116,11 @@ impl Reader {
         self.widest = self.widest.max(window);
         self.unread = self.widest - window;
         let behind = self.unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES);
-        if (window >= frame && !behind) || look.unsent == 0 {
+        if (window >= frame && !behind) || look.unsent + look.in_flight == 0 {
             return;
         }
-        // Behind, with bytes waiting: what it has read is what its kernel
+        // Behind, with bytes waiting or on their way (so that its window is
+        // current): what it has read is what its kernel
         // took less what its window shows unread.
         let at = now.checked_sub(look.since_ack).unwrap_or(now);
         let sample = (at, look.acked.saturating_sub(self.unread));
@@ -405,5 +407,28 @@ mod tests {
             slow.observe(&look(acked, window, 16_000), 20_000, tick * 3, t + ms(tick * 100));
         }
         assert!((slow.fps() - 20.0).abs() < 0.5, "{}", slow.fps());
+    }
+
+    #[test]
+    fn a_reader_behind_while_frames_are_held_for_the_path_is_still_learned() {
+        // Nothing unsent (the path's queue holds frames back), but bytes in
+        // flight, so acknowledgements keep its window current.
+        let t = Instant::now();
+        let mut r = Reader::default();
+        r.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        for tick in 1..=60u64 {
+            let acked = tick * 45_000 + 1_300_000;
+            let l = Look { in_flight: 30_000, ..look(acked, 200_000, 0) };
+            r.observe(&l, 45_000, tick * 3, t + ms(tick * 100));
+        }
+        assert!((r.fps() - 10.0).abs() < 0.5, "{}", r.fps());
+        // With nothing sent nor on its way, its window may be stale: no look counts.
+        let mut idle = Reader::default();
+        idle.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        for tick in 1..=60u64 {
+            let acked = tick * 45_000 + 1_300_000;
+            idle.observe(&look(acked, 200_000, 0), 45_000, tick * 3, t + ms(tick * 100));
+        }
+        assert!(!idle.paced() && !idle.behind(t + ms(6000)));
     }
 }
