@@ -76,6 +76,13 @@ const BEHIND_BYTES: f64 = 128.0 * 1024.0;
 /// would cost it frames it can take.
 const KEEPS_UP: f64 = 0.9;
 
+/// A paced reader seen behind again after its drain has its pace eased
+/// by this factor, at most once per [`EASE_EVERY`]: a pace learned while
+/// its receiver still grew its buffer runs ahead of its reads (a reader
+/// of 5 frames a second was learned at 7.2 here).
+const EASE: f64 = 0.9;
+const EASE_EVERY: Duration = Duration::from_secs(1);
+
 /// A reader's pace, learned while it was behind.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Pace {
@@ -83,6 +90,8 @@ struct Pace {
     rate: f64,
     /// No frame before this: what it had unread drains meanwhile.
     drained_at: Instant,
+    /// When the rate was last eased for a reader still behind.
+    eased_at: Instant,
 }
 
 /// One viewer's reader, as far as the acknowledgements show it.
@@ -119,6 +128,14 @@ impl Reader {
         if (window >= frame && !behind) || look.unsent + look.in_flight == 0 {
             return;
         }
+        // Paced, drained, and behind again: the pace was too fast (learned
+        // while the receiver still grew its buffer, which inflates it).
+        if let Some(pace) = &mut self.pace {
+            if now >= pace.drained_at && now >= pace.eased_at + EASE_EVERY {
+                pace.rate *= EASE;
+                pace.eased_at = now;
+            }
+        }
         // Behind, with bytes waiting or on their way (so that its window is
         // current): what it has read is what its kernel
         // took less what its window shows unread.
@@ -154,7 +171,7 @@ impl Reader {
         }
         let left = (self.widest as f64 * FULL_BUFFER - window as f64).max(0.0);
         let drain = Duration::from_secs_f64((left / rate).min(MAX_DRAIN.as_secs_f64()));
-        self.pace = Some(Pace { rate, drained_at: now + drain });
+        self.pace = Some(Pace { rate, drained_at: now + drain, eased_at: now });
     }
 
     /// Whether its buffer was full lately: it is being learned, and is
@@ -340,6 +357,9 @@ mod tests {
         for tick in 40..80 {
             acked += 30_000;
             r.observe(&look(acked, 0, 16_000), 20_000, tick * 3, t + ms(tick * 100));
+            if r.paced() {
+                break;
+            }
         }
         assert!((r.rate() - 300_000.0).abs() < 1.0, "{}", r.rate());
     }
@@ -430,5 +450,33 @@ mod tests {
             idle.observe(&look(acked, 200_000, 0), 45_000, tick * 3, t + ms(tick * 100));
         }
         assert!(!idle.paced() && !idle.behind(t + ms(6000)));
+    }
+
+    #[test]
+    fn a_pace_learned_too_fast_is_eased_while_the_reader_stays_behind() {
+        let t = Instant::now();
+        let mut r = Reader::default();
+        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        // Learned at 10 frames a second (200 000 bytes), drained by 10 s.
+        behind(&mut r, t, 0..6);
+        assert!((r.fps() - 10.0).abs() < 0.1, "{}", r.fps());
+        let drained = r.next_start(t).unwrap();
+        // Behind again after its drain, as a reader of 7 frames a second
+        // given 8 is: eased once a second, to under 7.
+        let mut acked = 10_000_000;
+        let mut at = drained;
+        let mut eased = Vec::new();
+        while r.fps() > 7.0 && eased.len() < 20 {
+            at += ms(250);
+            acked += 35_000;
+            r.observe(&look(acked, 500_000, 16_000), 20_000, 0, at);
+            eased.push(r.fps());
+        }
+        assert!(r.fps() <= 7.0, "{eased:?}");
+        assert_eq!(eased.len(), 13, "a second apart, from 9 to 6.6: {eased:?}");
+        // Caught up: left as it is.
+        let before = r.fps();
+        r.observe(&look(acked, 1_000_000, 16_000), 20_000, 0, at + ms(2000));
+        assert_eq!(r.fps(), before);
     }
 }
