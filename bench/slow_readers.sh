@@ -22,6 +22,10 @@ secs=${SECONDS_EACH:-15}
 warmup=${WARMUP:-20}
 port=${PORT:-18700}
 here=$(dirname "$0")
+server=""
+# A consumer that fails (a server that closed it) ends the run: its
+# server must not outlive it, taking CPU from the next run.
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; true' EXIT
 for spec in "$@"; do
     name=${spec%%=*}; bin=${spec#*=}
     for camera in 30 90; do
@@ -38,5 +42,6 @@ for spec in "$@"; do
             done
         done
         kill "$server"; wait "$server" 2>/dev/null || true
+        server=""
     done
 done
