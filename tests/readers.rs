@@ -303,9 +303,9 @@ fn written_ages(files: &[PathBuf]) -> Vec<u64> {
 }
 
 /// Motion's buffer fills and its kernel drops what comes beyond it, at
-/// times with its window still open: the server then sees no full buffer
-/// and never learns its pace, or learns it late, and this fails (in one
-/// run of the last six here; see docs/SLOWLINK.md, "Slow readers").
+/// times with its window still open: the server learns it from a window
+/// that shows it frames behind, not only from a closed one (see
+/// docs/SLOWLINK.md, "Slow readers").
 #[test]
 #[ignore = "needs root, network namespaces, motion and python3 with OpenCV (cv2): run with --include-ignored, as .ci/run does"]
 fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
