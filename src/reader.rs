@@ -274,6 +274,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A reader first seen at `t` with its window `widest` open, on the
+    /// way to frames of `frame` bytes.
+    fn opened(widest: u64, frame: u64, t: Instant) -> Reader {
+        let mut r = Reader::default();
+        r.observe(&look(0, widest, 0), frame, 0, t);
+        r
+    }
+
     /// A full buffer that reopens by 200 000 bytes every second (a reader
     /// of 200 000 bytes a second), looked at every 100 ms from `from`, for
     /// the seconds `seconds` counted from there.
@@ -311,8 +319,7 @@ mod tests {
     #[test]
     fn a_reader_behind_is_learned_between_closings_then_drains_then_is_paced() {
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        let mut r = opened(1_000_000, 20_000, t);
         behind(&mut r, t + ms(1000), 0..5);
         assert!(!r.paced(), "five steps, 1.0 to 5.0 s, say too little");
         assert!(r.behind(t + ms(5900)));
@@ -378,8 +385,7 @@ mod tests {
         // Motion's case: 1.3 MB unread of a widest 1.5 MB, 200 KB of window
         // open, and 450 000 bytes a second read (10 frames of 45 000).
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        let mut r = opened(1_500_000, 45_000, t);
         for tick in 1..=60u64 {
             let read = tick * 45_000;
             let window = 200_000 + (tick % 3) * 10_000;
@@ -393,8 +399,7 @@ mod tests {
     #[test]
     fn a_reader_a_frame_or_two_behind_is_not_behind() {
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 400_000, 0), 26_000, 0, t);
+        let mut r = opened(400_000, 26_000, t);
         for tick in 1..200u64 {
             // The window moves by up to 60 KB as it reads: noise, not a queue.
             let window = 340_000 + (tick % 7) * 10_000;
@@ -409,8 +414,7 @@ mod tests {
         // Behind at every look by 8 frames, but reading 30 of the camera's
         // 30 frames a second: a reader that stalled once and keeps up.
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        let mut r = opened(1_000_000, 20_000, t);
         for tick in 1..=100u64 {
             let read = tick * 60_000;
             let window = 1_000_000 - 160_000;
@@ -419,8 +423,7 @@ mod tests {
         }
         assert!(!r.paced(), "{}", r.fps());
         // One that reads 20 of 30 is.
-        let mut slow = Reader::default();
-        slow.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        let mut slow = opened(1_000_000, 20_000, t);
         for tick in 1..=100u64 {
             let acked = tick * 40_000 + 160_000;
             let window = 1_000_000 - 160_000;
@@ -434,8 +437,7 @@ mod tests {
         // Nothing unsent (the path's queue holds frames back), but bytes in
         // flight, so acknowledgements keep its window current.
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        let mut r = opened(1_500_000, 45_000, t);
         for tick in 1..=60u64 {
             let acked = tick * 45_000 + 1_300_000;
             let l = Look { in_flight: 30_000, ..look(acked, 200_000, 0) };
@@ -443,8 +445,7 @@ mod tests {
         }
         assert!((r.fps() - 10.0).abs() < 0.5, "{}", r.fps());
         // With nothing sent nor on its way, its window may be stale: no look counts.
-        let mut idle = Reader::default();
-        idle.observe(&look(0, 1_500_000, 0), 45_000, 0, t);
+        let mut idle = opened(1_500_000, 45_000, t);
         for tick in 1..=60u64 {
             let acked = tick * 45_000 + 1_300_000;
             idle.observe(&look(acked, 200_000, 0), 45_000, tick * 3, t + ms(tick * 100));
@@ -455,8 +456,7 @@ mod tests {
     #[test]
     fn a_pace_learned_too_fast_is_eased_while_the_reader_stays_behind() {
         let t = Instant::now();
-        let mut r = Reader::default();
-        r.observe(&look(0, 1_000_000, 0), 20_000, 0, t);
+        let mut r = opened(1_000_000, 20_000, t);
         // Learned at 10 frames a second (200 000 bytes), drained by 10 s.
         behind(&mut r, t, 0..6);
         assert!((r.fps() - 10.0).abs() < 0.1, "{}", r.fps());
