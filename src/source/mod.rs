@@ -19,7 +19,8 @@ small surface ([`Feed`]: start, stop, read, deadline):
 The camera and the relay are run by a [`Supervisor`]: they also share
 [`Supervised`], and the one loop over the supervisor's actions,
 [`Source::supervise`]. This file keeps what all feeds share: the
-splitter, the frames' times, and when viewers are shown a notice.
+splitter, the frames' times, and which notice the source calls for (the
+policy, when and how, is `notice.rs`).
 */
 
 mod camera_feed;
