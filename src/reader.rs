@@ -40,16 +40,16 @@ docs/SLOWLINK.md has the measurements behind these rules.
 use crate::tcp::Look;
 use std::time::{Duration, Instant};
 
-/// The reader's pace is taken from the bytes acknowledged over this long
-/// while its buffer stayed full: at any look with the window closed the
-/// buffer is within a sixteenth of full, so the span must be long against
-/// that for the pace to be within a few percent.
+/// The reader's pace is taken from what it read over this long while it
+/// stayed behind: what a window shows is within a sixteenth of the buffer
+/// (it reopens in such steps), so the span must be long against that for
+/// the pace to be within a few percent.
 const LEARN_SPAN: Duration = Duration::from_secs(4);
 
-/// Closed windows further apart than this are not one stretch of a reader
+/// Looks behind further apart than this are not one stretch of a reader
 /// behind: it caught up in between. A reader of a frame a second reopens
 /// its buffer only every few seconds (64 KB at a time on loopback).
-const CLOSINGS_APART: Duration = Duration::from_secs(10);
+const BEHIND_APART: Duration = Duration::from_secs(10);
 
 /// The share of its measured pace a learned reader is given: a little
 /// less than it can take, so that it waits for each frame instead of a
@@ -104,7 +104,7 @@ pub struct Reader {
     pub unread: u64,
     /// Looks while the reader is behind, when what it has read had grown,
     /// and those bytes.
-    closed: Vec<(Instant, u64)>,
+    looks: Vec<(Instant, u64)>,
     /// When this stretch behind began, and the camera's frame then: the
     /// camera's rate, to tell a slow reader from one that keeps up.
     stretch: Option<(Instant, u64)>,
@@ -137,31 +137,31 @@ impl Reader {
             }
         }
         // Behind, with bytes waiting or on their way (so that its window is
-        // current): what it has read is what its kernel
-        // took less what its window shows unread.
+        // current): what it has read is what its kernel took less what its
+        // window shows unread.
         let at = now.checked_sub(look.since_ack).unwrap_or(now);
         let sample = (at, look.acked.saturating_sub(self.unread));
-        match self.closed.last() {
-            Some(&(last, _)) if at.saturating_duration_since(last) > CLOSINGS_APART => {
-                self.closed.clear();
+        match self.looks.last() {
+            Some(&(last, _)) if at.saturating_duration_since(last) > BEHIND_APART => {
+                self.looks.clear();
             }
             Some(&(_, read)) if sample.1 <= read => return,
             _ => {}
         }
-        if self.closed.is_empty() {
+        if self.looks.is_empty() {
             self.stretch = Some((now, seq));
         }
-        self.closed.push(sample);
-        let rate = match steady_rate(&self.closed) {
+        self.looks.push(sample);
+        let rate = match steady_rate(&self.looks) {
             Some(Ok(rate)) => rate,
             // Not steady: the older half goes, and the rest is tried again.
             Some(Err(mid)) => {
-                self.closed.drain(..mid);
+                self.looks.drain(..mid);
                 return;
             }
             None => return,
         };
-        self.closed.clear();
+        self.looks.clear();
         if let Some((since, first)) = self.stretch {
             let camera = seq.saturating_sub(first) as f64
                 / now.duration_since(since).as_secs_f64().max(1e-3);
@@ -174,12 +174,10 @@ impl Reader {
         self.pace = Some(Pace { rate, drained_at: now + drain, eased_at: now });
     }
 
-    /// Whether its buffer was full lately: it is being learned, and is
+    /// Whether it was seen behind lately: it is being learned, and is
     /// looked at on every frame.
     pub fn behind(&self, now: Instant) -> bool {
-        self.closed
-            .last()
-            .is_some_and(|&(at, _)| now.saturating_duration_since(at) <= CLOSINGS_APART)
+        self.looks.last().is_some_and(|&(at, _)| now.saturating_duration_since(at) <= BEHIND_APART)
     }
 
     /// Whether its pace has been learned: it is, or was, behind.
@@ -208,24 +206,24 @@ impl Reader {
     }
 }
 
-/// The bytes a second acknowledged over `closed` (looks with the buffer
-/// full), fitted by least squares once they span [`LEARN_SPAN`] in
+/// The bytes a second read over `looks` (taken while the reader was
+/// behind), fitted by least squares once they span [`LEARN_SPAN`] in
 /// [`MIN_STEPS`] steps at least, if the fit of their first half agrees
 /// with their second's within [`STEADY`]: while the receiver grows its
-/// buffer, the bytes acknowledged grow faster than its reads. A fit, not
+/// buffer, what it seems to read grows faster than its reads. A fit, not
 /// the two ends, because a buffer reopens in steps of 64 KB or more. None
 /// while the span is short; the index of the middle look when the halves
 /// differ.
-fn steady_rate(closed: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
-    let (&(first_at, _), &(last_at, _)) = (closed.first()?, closed.last()?);
+fn steady_rate(looks: &[(Instant, u64)]) -> Option<Result<f64, usize>> {
+    let (&(first_at, _), &(last_at, _)) = (looks.first()?, looks.last()?);
     let span = last_at.saturating_duration_since(first_at);
-    if span < LEARN_SPAN || closed.len() < MIN_STEPS {
+    if span < LEARN_SPAN || looks.len() < MIN_STEPS {
         return None;
     }
     let half = first_at + span / 2;
-    let middle = closed.iter().position(|&(at, _)| at >= half)?.max(2);
+    let middle = looks.iter().position(|&(at, _)| at >= half)?.max(2);
     let (early, late, overall) =
-        (slope(&closed[..middle]), slope(&closed[middle - 1..]), slope(closed));
+        (slope(&looks[..middle]), slope(&looks[middle - 1..]), slope(looks));
     match (early, late, overall) {
         (Some(early), Some(late), Some(overall))
             if (early - late).abs() <= STEADY * early.max(late) && overall > 0.0 =>
