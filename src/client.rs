@@ -74,6 +74,16 @@ pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 /// TCP's flow control holds the sender back.
 pub const MAX_INPUT: usize = http::MAX_REQUEST_BYTES;
 
+/// A viewer whose receive window is closed is given this many times what
+/// a reader of one frame a second takes to reopen it
+/// ([`Reader::reopen_time`]), when that is more than `--client-timeout`:
+/// room for a reader a little slower, or a buffer still growing.
+const PATIENCE: u32 = 2;
+
+/// ... but never more than this: a viewer that has stopped reading holds a
+/// descriptor, a frame and its socket's buffers no longer.
+const MAX_PATIENCE: Duration = Duration::from_secs(60);
+
 pub enum State {
     /// Waiting for a whole request in the client's input, since the
     /// connection was accepted or its last reply was sent.
@@ -536,14 +546,18 @@ impl Client {
     /// True when the client has overstayed: no whole request by `request`
     /// (by [`KEEP_ALIVE_IDLE`], if shorter, after a kept-alive reply), a
     /// reply or frame it has not taken for `client` (a frame held back
-    /// only by the viewer's own `?fps` is not waiting for it), or no close
-    /// within `linger` of its reply.
+    /// only by the viewer's own `?fps` is not waiting for it; a viewer
+    /// whose window `look` shows closed is given [`PATIENCE`] times what a
+    /// reader of a frame a second needs to reopen it, up to
+    /// [`MAX_PATIENCE`]), or no close within `linger` of its reply. `look`
+    /// is called only for a viewer past `client`.
     pub fn expired(
         &self,
         now: Instant,
         request: Duration,
         client: Duration,
         linger: Duration,
+        look: impl FnOnce() -> Option<Look>,
     ) -> bool {
         let stuck = now.duration_since(self.last_progress) >= client;
         match &self.state {
@@ -555,7 +569,16 @@ impl Client {
             State::Replying { .. } => stuck,
             // Its own deadline answers it.
             State::Awaiting { .. } => false,
-            State::Streaming(s) => (!self.idle() || s.held == Some(Hold::Queue)) && stuck,
+            State::Streaming(s) => {
+                if !stuck || (self.idle() && s.held != Some(Hold::Queue)) {
+                    return false;
+                }
+                let Some(reopen) = look().and_then(|look| s.reader.reopen_time(&look)) else {
+                    return true;
+                };
+                let patience = (reopen * PATIENCE).min(MAX_PATIENCE);
+                now.duration_since(self.last_progress) >= patience
+            }
         }
     }
 }
@@ -609,8 +632,8 @@ mod tests {
         let mut c = Client::new(t, MAX_QUEUED);
         assert!(c.idle());
         assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Read);
-        assert!(!c.expired(t + Duration::from_secs(9), secs(10), secs(10), secs(2)));
-        assert!(c.expired(t + Duration::from_secs(10), secs(10), secs(10), secs(2)));
+        assert!(!c.expired(t + Duration::from_secs(9), secs(10), secs(10), secs(2), no_look));
+        assert!(c.expired(t + Duration::from_secs(10), secs(10), secs(10), secs(2), no_look));
     }
 
     // The Replying and Closing states.
@@ -632,8 +655,8 @@ mod tests {
         // A snapshot is not a delivered stream frame.
         assert_eq!(stats.frames_out, 0);
         assert_eq!(c.next(None, t, &mut stats, light), Next::Read);
-        assert!(!c.expired(t + secs(1), secs(10), secs(10), secs(2)));
-        assert!(c.expired(t + secs(2), secs(10), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(1), secs(10), secs(10), secs(2), no_look));
+        assert!(c.expired(t + secs(2), secs(10), secs(10), secs(2), no_look));
     }
 
     #[test]
@@ -644,8 +667,8 @@ mod tests {
         // Bytes trickled out are no progress: the reply must be done in time.
         c.wrote(4);
         c.would_block();
-        assert!(!c.expired(t + secs(9), secs(10), secs(10), secs(2)));
-        assert!(c.expired(t + secs(10), secs(10), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(9), secs(10), secs(10), secs(2), no_look));
+        assert!(c.expired(t + secs(10), secs(10), secs(10), secs(2), no_look));
     }
 
     // Keep-alive: the Replying state back to Request.
@@ -740,17 +763,23 @@ mod tests {
         assert!(c.between_requests());
         let request = secs(10);
         let idle = KEEP_ALIVE_IDLE;
-        assert!(!c.expired(sent + idle - Duration::from_millis(1), request, secs(10), secs(2)));
-        assert!(c.expired(sent + idle, request, secs(10), secs(2)));
+        assert!(!c.expired(
+            sent + idle - Duration::from_millis(1),
+            request,
+            secs(10),
+            secs(2),
+            no_look
+        ));
+        assert!(c.expired(sent + idle, request, secs(10), secs(2), no_look));
         // A shorter --request-timeout is the shorter wait.
-        assert!(c.expired(sent + secs(1), secs(1), secs(10), secs(2)));
+        assert!(c.expired(sent + secs(1), secs(1), secs(10), secs(2), no_look));
         // A next request begun is no longer idle: its timeout is the client's fault.
         c.received(b"GET /sn");
         assert!(!c.between_requests());
         // The first request has the whole --request-timeout.
         let first = Client::new(t, MAX_QUEUED);
         assert!(!first.between_requests());
-        assert!(!first.expired(t + idle, request, secs(10), secs(2)));
+        assert!(!first.expired(t + idle, request, secs(10), secs(2), no_look));
     }
 
     #[test]
@@ -792,6 +821,11 @@ mod tests {
         let interval = (max_fps > 0).then(|| Duration::from_secs(1) / max_fps);
         c.stream(b"H".to_vec(), Length, interval, latest, true, t);
         c
+    }
+
+    /// What `expired` sees of a socket that cannot be looked at.
+    fn no_look() -> Option<Look> {
+        None
     }
 
     fn secs(n: u64) -> Duration {
@@ -862,7 +896,7 @@ mod tests {
         let mut c = streaming(0, None, t);
         drain(&mut c, 1);
         assert_eq!(c.next(None, t, &mut Stats::new(t), light), Next::Idle);
-        assert!(!c.expired(t + secs(100), secs(10), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(100), secs(10), secs(10), secs(2), no_look));
     }
 
     #[test]
@@ -871,8 +905,39 @@ mod tests {
         let mut c = streaming(0, Some(&frame(1, 100)), t);
         c.wrote(10);
         c.would_block();
-        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2), no_look));
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look));
+    }
+
+    #[test]
+    fn a_viewer_whose_window_is_closed_is_given_what_a_slow_reader_needs_to_reopen_it() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        // Its reader learns the window (120 KB), the frames (6 KB); then a
+        // frame sits half sent.
+        let opened = Some(Look { window: Some(120_000), ..Look::default() });
+        assert_eq!(c.next(Some(&frame(1, 6_000)), t, &mut stats, || opened), Next::Write);
+        c.wrote(3_000);
+        c.would_block();
+        let closed =
+            |window| move || Some(Look { window: Some(window), mss: 65_483, ..Look::default() });
+        // 64 KB to read at a frame a second: 10.9 s, twice that given.
+        assert!(!c.expired(t + secs(21), secs(60), secs(10), secs(2), closed(0)));
+        assert!(c.expired(t + secs(22), secs(60), secs(10), secs(2), closed(0)));
+        // An open window, or none to see, is the client-timeout's.
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), closed(100_000)));
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look));
+        // A longer --client-timeout stands.
+        assert!(!c.expired(t + secs(29), secs(60), secs(30), secs(2), closed(0)));
+        // Frames of a few bytes would take hours: a minute at most.
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        assert_eq!(c.next(Some(&frame(1, 60)), t, &mut stats, || opened), Next::Write);
+        c.wrote(30);
+        assert!(!c.expired(t + secs(59), secs(60), secs(10), secs(2), closed(0)));
+        assert!(c.expired(t + secs(60), secs(60), secs(10), secs(2), closed(0)));
     }
 
     #[test]
@@ -883,14 +948,14 @@ mod tests {
         for _ in 1..10 {
             c.wrote(1);
         }
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)), "a byte a second");
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look), "a byte a second");
         // One that finishes its frame by then starts the clock again.
         let mut c = streaming(0, Some(&frame(1, 100)), t);
         let done = t + secs(9);
         drain(&mut c, 1000);
         assert_eq!(c.next(Some(&frame(2, 100)), done, &mut stats, light), Next::Write);
-        assert!(!c.expired(t + secs(18), secs(60), secs(10), secs(2)));
-        assert!(c.expired(t + secs(19), secs(60), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(18), secs(60), secs(10), secs(2), no_look));
+        assert!(c.expired(t + secs(19), secs(60), secs(10), secs(2), no_look));
     }
 
     #[test]
@@ -909,8 +974,8 @@ mod tests {
                 Next::Retry(at + QUEUE_RETRY)
             );
         }
-        assert!(!c.expired(at + secs(9), secs(60), secs(10), secs(2)));
-        assert!(c.expired(at + secs(10), secs(60), secs(10), secs(2)));
+        assert!(!c.expired(at + secs(9), secs(60), secs(10), secs(2), no_look));
+        assert!(c.expired(at + secs(10), secs(60), secs(10), secs(2), no_look));
     }
 
     #[test]
@@ -952,13 +1017,13 @@ mod tests {
             Next::Retry(t + QUEUE_RETRY)
         );
         assert!(c.idle());
-        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2)));
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(9), secs(60), secs(10), secs(2), no_look));
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look));
         // The retry finds room and takes the frame it held.
         let later = t + QUEUE_RETRY;
         assert_eq!(c.next(Some(&f), later, &mut stats, light), Next::Write);
         drain(&mut c, 100);
-        assert!(!c.expired(t + secs(100), secs(60), secs(10), secs(2)));
+        assert!(!c.expired(t + secs(100), secs(60), secs(10), secs(2), no_look));
     }
 
     // The `?fps` cap.
@@ -1022,7 +1087,10 @@ mod tests {
         let at = t + Duration::from_millis(100);
         let Next::Retry(retry) = c.next(Some(&second), at, &mut stats, light) else { panic!() };
         assert!(retry > t + secs(1) && retry <= t + Duration::from_millis(1500), "{retry:?}");
-        assert!(!c.expired(t + secs(30), secs(60), secs(2), secs(2)), "declined is not stalled");
+        assert!(
+            !c.expired(t + secs(30), secs(60), secs(2), secs(2), no_look),
+            "declined is not stalled"
+        );
         assert_eq!(c.next(Some(&second), retry, &mut stats, light), Next::Write);
         drain(&mut c, 100);
         c.next(Some(&second), retry, &mut stats, light);

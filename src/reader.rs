@@ -195,6 +195,20 @@ impl Reader {
         self.rate() / self.frame_bytes.max(1.0)
     }
 
+    /// How long a reader of one frame a second takes to show that it reads
+    /// once its window is closed, as `look` shows it: None while it is
+    /// open. A Linux receiver keeps a closed window at 0 until a sixteenth
+    /// of its buffer is free, and one of our segments (`__tcp_select_window`;
+    /// all of a buffer smaller than a segment): on loopback's 64 KB
+    /// segments that is ten seconds of 6 KB frames, and nothing tells such
+    /// a reader from one that has stopped.
+    pub fn reopen_time(&self, look: &Look) -> Option<Duration> {
+        let window = look.window?;
+        let step = look.mss.min(self.widest).max(self.widest / 16);
+        (window < step && self.frame_bytes > 0.0)
+            .then(|| Duration::from_secs_f64(step as f64 / self.frame_bytes))
+    }
+
     /// The earliest a frame may start for this reader, if its pace says
     /// wait: until what it had unread has drained, then one frame every
     /// `frame size / (KEEP_UP × pace)` after `last_start`.
@@ -290,6 +304,29 @@ mod tests {
             let window = if tick % 10 == 0 { 190_000 } else { 0 };
             r.observe(&look(acked, window, 16_000), 20_000, tick * 3, at);
         }
+    }
+
+    #[test]
+    fn a_closed_window_reopens_after_a_segment_or_a_sixteenth_of_the_buffer() {
+        let t = Instant::now();
+        let closed = |mss, window| Look { mss, ..look(0, window, 6_000) };
+        // Loopback: a 120 KB window, 64 KB segments, 6 KB frames.
+        let r = opened(120_000, 6_000, t);
+        let reopen = r.reopen_time(&closed(65_483, 0)).unwrap();
+        assert_eq!(reopen.as_millis(), 10_913);
+        // Under a segment open is still closed; a segment open is open.
+        assert_eq!(r.reopen_time(&closed(65_483, 65_000)), Some(reopen));
+        assert_eq!(r.reopen_time(&closed(65_483, 65_483)), None);
+        // A buffer smaller than a segment reopens whole.
+        let r = opened(8_000, 6_000, t);
+        assert_eq!(r.reopen_time(&closed(65_483, 0)).unwrap().as_millis(), 1_333);
+        // A LAN's 1448-byte segments and a 3 MB window: a sixteenth.
+        let r = opened(3_000_000, 45_000, t);
+        assert_eq!(r.reopen_time(&closed(1_448, 0)).unwrap().as_millis(), 4_166);
+        // Nothing known of its frames, or of its window: no answer.
+        assert_eq!(Reader::default().reopen_time(&closed(65_483, 0)), None);
+        let blind = Look { window: None, ..closed(65_483, 0) };
+        assert_eq!(opened(120_000, 6_000, t).reopen_time(&blind), None);
     }
 
     #[test]

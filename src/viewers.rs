@@ -596,7 +596,8 @@ impl Viewers {
                 s.fps = s.frames - s.frames_at_tick;
                 s.frames_at_tick = s.frames;
             }
-            if conn.client.expired(now, p.request_timeout, p.client_timeout, LINGER) {
+            let look = || tcp::look(&conn.socket);
+            if conn.client.expired(now, p.request_timeout, p.client_timeout, LINGER, look) {
                 expired.push(key);
             }
         }
