@@ -667,6 +667,33 @@ fn a_viewer_that_never_reads_is_closed_at_the_client_timeout() {
 }
 
 #[test]
+fn a_viewer_that_reads_two_frames_a_second_outlasts_a_short_client_timeout() {
+    let _serial = serial();
+    const READS: usize = 20;
+    let mut server = Server::start(&["--client-timeout", "1"]);
+    let sent = Arc::new(frames(30));
+    let producer = Producer::start(&mut server, &sent, Duration::from_micros(33_333));
+    wait_for("frames flow", || stat(&server, "frames_in") >= 2.0);
+    // Its buffer fills at once; then its kernel keeps the window closed
+    // until 64 KB (one loopback segment) is read: at two of these frames a
+    // second, longer than the client-timeout.
+    let mean = sent.iter().map(Vec::len).sum::<usize>() / sent.len();
+    assert!(mean * 2 < 64 << 10, "frames of {mean} bytes reopen the window too soon");
+    let mut viewer = Viewer::open(&server, "/video.mjpg");
+    for read in 0..READS {
+        let stats = server.stats();
+        assert!(viewer.try_next_frame().is_some(), "closed after {read} reads: {stats}");
+        // Its work on each frame: the behaviour under test.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let stats = server.stats();
+    producer.finish(&mut server);
+    finish(&mut server);
+    eprintln!("a viewer of 2 frames a second of {mean} bytes, --client-timeout 1: {READS} read");
+    assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
+}
+
+#[test]
 fn peers_that_reset_mid_frame_or_half_close_are_served_or_dropped_quietly() {
     let _serial = serial();
     const MIN_ROUNDS: usize = 50;
