@@ -74,10 +74,11 @@ pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 /// TCP's flow control holds the sender back.
 pub const MAX_INPUT: usize = http::MAX_REQUEST_BYTES;
 
-/// A viewer whose receive window is closed is given this many times what
-/// a reader of one frame a second takes to reopen it
-/// ([`Reader::reopen_time`]), when that is more than `--client-timeout`:
-/// room for a reader a little slower, or a buffer still growing.
+/// A viewer whose window shows it behind is given this many times what a
+/// reader of one frame a second takes to read its full buffer
+/// ([`Reader::full_buffer_time`]), when that is more than
+/// `--client-timeout`: room for reads in bursts, and for the backoff of
+/// our probes of a closed window.
 const PATIENCE: u32 = 2;
 
 /// ... but never more than this: a viewer that has stopped reading holds a
@@ -547,8 +548,8 @@ impl Client {
     /// (by [`KEEP_ALIVE_IDLE`], if shorter, after a kept-alive reply), a
     /// reply or frame it has not taken for `client` (a frame held back
     /// only by the viewer's own `?fps` is not waiting for it; a viewer
-    /// whose window `look` shows closed is given [`PATIENCE`] times what a
-    /// reader of a frame a second needs to reopen it, up to
+    /// whose window `look` shows behind is given [`PATIENCE`] times what a
+    /// reader of a frame a second takes to read its full buffer, up to
     /// [`MAX_PATIENCE`]), or no close within `linger` of its reply. `look`
     /// is called only for a viewer past `client`.
     pub fn expired(
@@ -573,10 +574,10 @@ impl Client {
                 if !stuck || (self.idle() && s.held != Some(Hold::Queue)) {
                     return false;
                 }
-                let Some(reopen) = look().and_then(|look| s.reader.reopen_time(&look)) else {
+                let Some(full) = look().and_then(|look| s.reader.full_buffer_time(&look)) else {
                     return true;
                 };
-                let patience = (reopen * PATIENCE).min(MAX_PATIENCE);
+                let patience = (full * PATIENCE).min(MAX_PATIENCE);
                 now.duration_since(self.last_progress) >= patience
             }
         }
@@ -910,34 +911,35 @@ mod tests {
     }
 
     #[test]
-    fn a_viewer_whose_window_is_closed_is_given_what_a_slow_reader_needs_to_reopen_it() {
+    fn a_viewer_whose_window_shows_it_behind_is_given_what_a_slow_reader_needs() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
         let mut c = streaming(0, None, t);
         drain(&mut c, 100);
-        // Its reader learns the window (120 KB), the frames (6 KB); then a
-        // frame sits half sent.
-        let opened = Some(Look { window: Some(120_000), ..Look::default() });
-        assert_eq!(c.next(Some(&frame(1, 6_000)), t, &mut stats, || opened), Next::Write);
+        // Its reader learns the window (128 KB), the frames (18 KB); then
+        // a frame sits half sent.
+        let opened = Some(Look { window: Some(128_000), ..Look::default() });
+        assert_eq!(c.next(Some(&frame(1, 18_000)), t, &mut stats, || opened), Next::Write);
         c.wrote(3_000);
         c.would_block();
-        let closed =
-            |window| move || Some(Look { window: Some(window), mss: 65_483, ..Look::default() });
-        // 64 KB to read at a frame a second: 10.9 s, twice that given.
-        assert!(!c.expired(t + secs(21), secs(60), secs(10), secs(2), closed(0)));
-        assert!(c.expired(t + secs(22), secs(60), secs(10), secs(2), closed(0)));
-        // An open window, or none to see, is the client-timeout's.
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), closed(100_000)));
+        let window = |window| move || Some(Look { window: Some(window), ..Look::default() });
+        // A full buffer, twice the window, at a frame a second: 14.2 s,
+        // twice that given.
+        assert!(!c.expired(t + secs(28), secs(60), secs(10), secs(2), window(0)));
+        assert!(c.expired(t + secs(29), secs(60), secs(10), secs(2), window(0)));
+        // A window that shows it keeping up, or none to see, is the
+        // client-timeout's.
+        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), window(100_000)));
         assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look));
         // A longer --client-timeout stands.
-        assert!(!c.expired(t + secs(29), secs(60), secs(30), secs(2), closed(0)));
+        assert!(!c.expired(t + secs(39), secs(60), secs(40), secs(2), window(0)));
         // Frames of a few bytes would take hours: a minute at most.
         let mut c = streaming(0, None, t);
         drain(&mut c, 100);
         assert_eq!(c.next(Some(&frame(1, 60)), t, &mut stats, || opened), Next::Write);
         c.wrote(30);
-        assert!(!c.expired(t + secs(59), secs(60), secs(10), secs(2), closed(0)));
-        assert!(c.expired(t + secs(60), secs(60), secs(10), secs(2), closed(0)));
+        assert!(!c.expired(t + secs(59), secs(60), secs(10), secs(2), window(0)));
+        assert!(c.expired(t + secs(60), secs(60), secs(10), secs(2), window(0)));
     }
 
     #[test]

@@ -124,8 +124,8 @@ impl Reader {
         let Some(window) = look.window else { return };
         self.widest = self.widest.max(window);
         self.unread = self.widest - window;
-        let behind = self.unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES);
-        if (window >= frame && !behind) || look.unsent + look.in_flight == 0 {
+        if (window >= frame && !self.shows_behind(self.unread)) || look.unsent + look.in_flight == 0
+        {
             return;
         }
         // Paced, drained, and behind again: the pace was too fast (learned
@@ -195,18 +195,26 @@ impl Reader {
         self.rate() / self.frame_bytes.max(1.0)
     }
 
-    /// How long a reader of one frame a second takes to show that it reads
-    /// once its window is closed, as `look` shows it: None while it is
-    /// open. A Linux receiver keeps a closed window at 0 until a sixteenth
-    /// of its buffer is free, and one of our segments (`__tcp_select_window`;
-    /// all of a buffer smaller than a segment): on loopback's 64 KB
-    /// segments that is ten seconds of 6 KB frames, and nothing tells such
-    /// a reader from one that has stopped.
-    pub fn reopen_time(&self, look: &Look) -> Option<Duration> {
+    /// How long a reader of one frame a second takes to read a full
+    /// buffer, if `look` shows its window behind (closed, or
+    /// [`BEHIND_FRAMES`] unread): by then it has shown it reads. A Linux
+    /// receiver keeps a closed window shut until a sixteenth of its buffer
+    /// and one of our segments are free, reckoned in memory its segments
+    /// take (some twice their bytes on loopback); here a reader of one
+    /// 18 KB frame a second, out of a 128 KB buffer, showed nothing for
+    /// more than ten seconds. Nothing tells it from one that has stopped.
+    pub fn full_buffer_time(&self, look: &Look) -> Option<Duration> {
         let window = look.window?;
-        let step = look.mss.min(self.widest).max(self.widest / 16);
-        (window < step && self.frame_bytes > 0.0)
-            .then(|| Duration::from_secs_f64(step as f64 / self.frame_bytes))
+        let frame = self.frame_bytes;
+        let behind = window < frame as u64 || self.shows_behind(self.widest - window);
+        (behind && frame > 0.0)
+            .then(|| Duration::from_secs_f64(FULL_BUFFER * self.widest as f64 / frame))
+    }
+
+    /// Whether a window showing `unread` bytes unread shows the reader
+    /// behind, not the window's own jitter.
+    fn shows_behind(&self, unread: u64) -> bool {
+        unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES)
     }
 
     /// The earliest a frame may start for this reader, if its pace says
@@ -307,26 +315,24 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_window_reopens_after_a_segment_or_a_sixteenth_of_the_buffer() {
+    fn a_window_behind_is_given_the_time_a_full_buffer_takes_at_a_frame_a_second() {
         let t = Instant::now();
-        let closed = |mss, window| Look { mss, ..look(0, window, 6_000) };
-        // Loopback: a 120 KB window, 64 KB segments, 6 KB frames.
-        let r = opened(120_000, 6_000, t);
-        let reopen = r.reopen_time(&closed(65_483, 0)).unwrap();
-        assert_eq!(reopen.as_millis(), 10_913);
-        // Under a segment open is still closed; a segment open is open.
-        assert_eq!(r.reopen_time(&closed(65_483, 65_000)), Some(reopen));
-        assert_eq!(r.reopen_time(&closed(65_483, 65_483)), None);
-        // A buffer smaller than a segment reopens whole.
-        let r = opened(8_000, 6_000, t);
-        assert_eq!(r.reopen_time(&closed(65_483, 0)).unwrap().as_millis(), 1_333);
-        // A LAN's 1448-byte segments and a 3 MB window: a sixteenth.
-        let r = opened(3_000_000, 45_000, t);
-        assert_eq!(r.reopen_time(&closed(1_448, 0)).unwrap().as_millis(), 4_166);
+        // A 128 KB window, 18 KB frames: a full buffer holds twice that
+        // window, 14.2 frames.
+        let r = opened(128_000, 18_000, t);
+        let full = Duration::from_secs_f64(2.0 * 128_000.0 / 18_000.0);
+        assert_eq!(r.full_buffer_time(&look(0, 0, 18_000)), Some(full));
+        // Open under a frame is closed; and it shows behind at 128 KB
+        // unread (here more than four frames).
+        assert_eq!(r.full_buffer_time(&look(0, 17_999, 0)), Some(full));
+        assert_eq!(r.full_buffer_time(&look(0, 18_000, 0)), None);
+        let r = opened(400_000, 18_000, t);
+        assert!(r.full_buffer_time(&look(0, 400_000 - 128 * 1024, 0)).is_some());
+        assert_eq!(r.full_buffer_time(&look(0, 400_000 - 128 * 1024 + 1, 0)), None);
         // Nothing known of its frames, or of its window: no answer.
-        assert_eq!(Reader::default().reopen_time(&closed(65_483, 0)), None);
-        let blind = Look { window: None, ..closed(65_483, 0) };
-        assert_eq!(opened(120_000, 6_000, t).reopen_time(&blind), None);
+        assert_eq!(Reader::default().full_buffer_time(&look(0, 0, 18_000)), None);
+        let blind = Look { window: None, ..look(0, 0, 18_000) };
+        assert_eq!(opened(128_000, 18_000, t).full_buffer_time(&blind), None);
     }
 
     #[test]

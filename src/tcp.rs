@@ -42,8 +42,6 @@ struct TcpInfo {
     flags: u8,
     rto: u32,
     ato: u32,
-    /// Our segment size: what the peer's kernel takes as the sender's
-    /// segment (`rcv_mss`), the least it opens a closed window by.
     snd_mss: u32,
     rcv_mss: u32,
     unacked: u32,
@@ -101,7 +99,6 @@ struct TcpInfo {
 
 // The kernel's ABI (offsetof in <linux/tcp.h>): a wrong field here once
 // read tcpi_rcv_ssthresh as the round trip.
-const _: () = assert!(offset_of!(TcpInfo, snd_mss) == 16);
 const _: () = assert!(offset_of!(TcpInfo, rcv_ssthresh) == 64);
 const _: () = assert!(offset_of!(TcpInfo, rtt) == 68);
 const _: () = assert!(offset_of!(TcpInfo, min_rtt) == 148);
@@ -130,8 +127,6 @@ pub struct Look {
     pub window: Option<u64>,
     /// Time since the last acknowledgement (`tcpi_last_ack_recv`, whole ms).
     pub since_ack: Duration,
-    /// Our segment size (`tcpi_snd_mss`).
-    pub mss: u64,
 }
 
 /// Looks at a connection: one `getsockopt(TCP_INFO)`, and on kernels
@@ -165,7 +160,6 @@ pub fn look(socket: &impl AsRawFd) -> Option<Look> {
         acked: info.bytes_acked,
         window: window.then_some(u64::from(info.snd_wnd)),
         since_ack: Duration::from_millis(u64::from(info.last_ack_recv)),
-        mss: u64::from(info.snd_mss),
     })
 }
 

@@ -687,11 +687,28 @@ fn a_viewer_that_reads_two_frames_a_second_outlasts_a_short_client_timeout() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let stats = server.stats();
+    // Then it stops reading: as slow a reader as far as its window shows,
+    // it is given the same time, and then closed.
+    let stopped = Instant::now();
+    while stat(&server, "clients_timed_out") < 1.0 {
+        assert!(stopped.elapsed() < STOPPED_CLOSED_WITHIN, "a viewer that stopped is still open");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let closed_after = stopped.elapsed();
     producer.finish(&mut server);
     finish(&mut server);
-    eprintln!("a viewer of 2 frames a second of {mean} bytes, --client-timeout 1: {READS} read");
+    eprintln!(
+        "a viewer of 2 frames a second of {mean} bytes, --client-timeout 1: {READS} read; \
+         closed {:.1} s after it stopped reading",
+        closed_after.as_secs_f64()
+    );
     assert_eq!(json_number(&stats, "clients_timed_out"), 0.0, "{stats}");
 }
+
+/// The most a viewer whose window shows it behind is given (a minute: its
+/// buffer grows as it reads, and with it that time; 22 s in a run here),
+/// a second for the check, and room for a busy machine.
+const STOPPED_CLOSED_WITHIN: Duration = Duration::from_secs(65);
 
 #[test]
 fn peers_that_reset_mid_frame_or_half_close_are_served_or_dropped_quietly() {
