@@ -47,9 +47,10 @@ use std::time::{Duration, Instant};
 const LEARN_SPAN: Duration = Duration::from_secs(4);
 
 /// Looks behind further apart than this are not one stretch of a reader
-/// behind: it caught up in between. A reader of a frame a second reopens
-/// its buffer only every few seconds (64 KB at a time on loopback).
-const BEHIND_APART: Duration = Duration::from_secs(10);
+/// behind: it caught up in between. A reader of a frame a second showed
+/// its reads here only every ten to twenty seconds, in steps of some
+/// 190 KB on loopback.
+const BEHIND_APART: Duration = Duration::from_secs(30);
 
 /// The share of its measured pace a learned reader is given: a little
 /// less than it can take, so that it waits for each frame instead of a
@@ -145,7 +146,12 @@ impl Reader {
             Some(&(last, _)) if at.saturating_duration_since(last) > BEHIND_APART => {
                 self.looks.clear();
             }
-            Some(&(_, read)) if sample.1 <= read => return,
+            // Less than a frame more read is the same step: the window
+            // moves by hundreds of bytes as frames go into it (it is
+            // reckoned in memory, in units of its scale), which a fit
+            // would take for reads, making a staircase of a few large
+            // steps look unsteady.
+            Some(&(_, read)) if (sample.1 as f64) < read as f64 + self.frame_bytes => return,
             _ => {}
         }
         if self.looks.is_empty() {
@@ -387,6 +393,46 @@ mod tests {
             r.observe(&look(2_000_000, 0, 16_000), 20_000, i * 3, t + ms(i * 100));
         }
         assert!(!r.paced());
+    }
+
+    /// A reader of `fps` frames of 18 000 bytes whose buffer reopens once
+    /// every `every`, as a Linux receiver's did here: then four frames go
+    /// into the reopened 80 000 bytes, and each look shows a few hundred
+    /// bytes more read, which is the window's accounting, not reads.
+    /// Returns when it was learned, if within `cycles`.
+    fn staircase(fps: f64, every: Duration, cycles: u32) -> (Reader, Option<Instant>) {
+        let t = Instant::now();
+        let mut r = opened(224_000, 18_000, t);
+        for cycle in 0..cycles {
+            let at = t + every * cycle;
+            let read = (fps * 18_000.0 * (every * cycle).as_secs_f64()) as u64;
+            for frame in 0..4 {
+                let now = at + ms(33 * frame);
+                let acked = 1_000_000 + read + frame * 18_000;
+                let window = 80_000 - frame * 17_500;
+                let seq = (now - t).as_millis() as u64 * 30 / 1000;
+                r.observe(&look(acked, window, 16_000), 18_000, seq, now);
+                if r.paced() {
+                    return (r, Some(now));
+                }
+            }
+        }
+        (r, None)
+    }
+
+    #[test]
+    fn a_staircase_of_few_large_steps_is_learned_by_its_steps() {
+        // Two frames a second, a step every 5.5 s: the sixth step, 27.5 s
+        // on (the looks within a step, taken for steps, made it unsteady
+        // for ever).
+        let (r, learned) = staircase(2.0, ms(5_500), 20);
+        assert_eq!(learned.map(|at| at - r.stretch.unwrap().0), Some(ms(27_500)));
+        assert!((r.fps() - 2.0).abs() < 0.01, "{}", r.fps());
+        // One frame a second, a step every 11 s: its steps are still one
+        // stretch behind.
+        let (r, learned) = staircase(1.0, ms(11_000), 20);
+        assert!(learned.is_some());
+        assert!((r.fps() - 1.0).abs() < 0.01, "{}", r.fps());
     }
 
     #[test]
