@@ -913,33 +913,35 @@ mod tests {
     #[test]
     fn a_viewer_whose_window_shows_it_behind_is_given_what_a_slow_reader_needs() {
         let t = Instant::now();
-        let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
-        // Its reader learns the window (128 KB), the frames (18 KB); then
-        // a frame sits half sent.
-        let opened = Some(Look { window: Some(128_000), ..Look::default() });
-        assert_eq!(c.next(Some(&frame(1, 18_000)), t, &mut stats, || opened), Next::Write);
-        c.wrote(3_000);
-        c.would_block();
-        let window = |window| move || Some(Look { window: Some(window), ..Look::default() });
-        // A full buffer, twice the window, at a frame a second: 14.2 s,
-        // twice that given.
-        assert!(!c.expired(t + secs(28), secs(60), secs(10), secs(2), window(0)));
-        assert!(c.expired(t + secs(29), secs(60), secs(10), secs(2), window(0)));
+        // Its reader learns the window (128 KB) and the frames; then a
+        // frame sits half sent.
+        let half_sent = |len| {
+            let mut c = streaming(0, None, t);
+            drain(&mut c, 100);
+            let opened = Some(Look { window: Some(128_000), ..Look::default() });
+            assert_eq!(c.next(Some(&frame(1, len)), t, &mut Stats::new(t), || opened), Next::Write);
+            c.wrote(len / 2);
+            c
+        };
+        let window = |window| Some(Look { window: Some(window), ..Look::default() });
+        let expired = |c: &Client, after, look: Option<Look>| {
+            c.expired(t + secs(after), secs(60), secs(10), secs(2), || look)
+        };
+        // A full buffer, twice the window, of 18 KB frames at a frame a
+        // second: 14.2 s, twice that given.
+        let c = half_sent(18_000);
+        assert!(!expired(&c, 28, window(0)));
+        assert!(expired(&c, 29, window(0)));
         // A window that shows it keeping up, or none to see, is the
         // client-timeout's.
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), window(100_000)));
-        assert!(c.expired(t + secs(10), secs(60), secs(10), secs(2), no_look));
+        assert!(expired(&c, 10, window(100_000)));
+        assert!(expired(&c, 10, None));
         // A longer --client-timeout stands.
-        assert!(!c.expired(t + secs(39), secs(60), secs(40), secs(2), window(0)));
+        assert!(!c.expired(t + secs(39), secs(60), secs(40), secs(2), || window(0)));
         // Frames of a few bytes would take hours: a minute at most.
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
-        assert_eq!(c.next(Some(&frame(1, 60)), t, &mut stats, || opened), Next::Write);
-        c.wrote(30);
-        assert!(!c.expired(t + secs(59), secs(60), secs(10), secs(2), window(0)));
-        assert!(c.expired(t + secs(60), secs(60), secs(10), secs(2), window(0)));
+        let c = half_sent(60);
+        assert!(!expired(&c, 59, window(0)));
+        assert!(expired(&c, 60, window(0)));
     }
 
     #[test]
