@@ -212,7 +212,7 @@ impl Reader {
     pub fn full_buffer_time(&self, look: &Look) -> Option<Duration> {
         let window = look.window?;
         let frame = self.frame_bytes;
-        let behind = window < frame as u64 || self.shows_behind(self.widest - window);
+        let behind = window < frame as u64 || self.shows_behind(self.widest.saturating_sub(window));
         (behind && frame > 0.0)
             .then(|| Duration::from_secs_f64(FULL_BUFFER * self.widest as f64 / frame))
     }
@@ -335,6 +335,9 @@ mod tests {
         let r = opened(400_000, 18_000, t);
         assert!(r.full_buffer_time(&look(0, 400_000 - 128 * 1024, 0)).is_some());
         assert_eq!(r.full_buffer_time(&look(0, 400_000 - 128 * 1024 + 1, 0)), None);
+        // A window wider than any it had shown (not yet looked at) is
+        // open.
+        assert_eq!(r.full_buffer_time(&look(0, 500_000, 0)), None);
         // Nothing known of its frames, or of its window: no answer.
         assert_eq!(Reader::default().full_buffer_time(&look(0, 0, 18_000)), None);
         let blind = Look { window: None, ..look(0, 0, 18_000) };
