@@ -125,8 +125,7 @@ impl Reader {
         let Some(window) = look.window else { return };
         self.widest = self.widest.max(window);
         self.unread = self.widest - window;
-        if (window >= frame && !self.shows_behind(self.unread)) || look.unsent + look.in_flight == 0
-        {
+        if !self.shows_behind(window, frame) || look.unsent + look.in_flight == 0 {
             return;
         }
         // Paced, drained, and behind again: the pace was too fast (learned
@@ -210,17 +209,17 @@ impl Reader {
     /// 18 KB frame a second, out of a 128 KB buffer, showed nothing for
     /// more than ten seconds. Nothing tells it from one that has stopped.
     pub fn full_buffer_time(&self, look: &Look) -> Option<Duration> {
-        let window = look.window?;
         let frame = self.frame_bytes;
-        let behind = window < frame as u64 || self.shows_behind(self.widest.saturating_sub(window));
-        (behind && frame > 0.0)
+        (frame > 0.0 && self.shows_behind(look.window?, frame as u64))
             .then(|| Duration::from_secs_f64(FULL_BUFFER * self.widest as f64 / frame))
     }
 
-    /// Whether a window showing `unread` bytes unread shows the reader
-    /// behind, not the window's own jitter.
-    fn shows_behind(&self, unread: u64) -> bool {
-        unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES)
+    /// Whether `window` shows the reader behind on the way to a frame of
+    /// `frame` bytes, not the window's own jitter: closed under the frame,
+    /// or [`BEHIND_FRAMES`] unread.
+    fn shows_behind(&self, window: u64, frame: u64) -> bool {
+        let unread = self.widest.saturating_sub(window);
+        window < frame || unread as f64 >= (BEHIND_FRAMES * self.frame_bytes).max(BEHIND_BYTES)
     }
 
     /// The earliest a frame may start for this reader, if its pace says
