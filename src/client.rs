@@ -560,7 +560,8 @@ impl Client {
         linger: Duration,
         look: impl FnOnce() -> Option<Look>,
     ) -> bool {
-        let stuck = now.duration_since(self.last_progress) >= client;
+        let waited = now.duration_since(self.last_progress);
+        let stuck = waited >= client;
         match &self.state {
             State::Request { since } => {
                 let limit = if self.requests == 0 { request } else { request.min(KEEP_ALIVE_IDLE) };
@@ -577,8 +578,7 @@ impl Client {
                 let Some(full) = look().and_then(|look| s.reader.full_buffer_time(&look)) else {
                     return true;
                 };
-                let patience = (full * PATIENCE).min(MAX_PATIENCE);
-                now.duration_since(self.last_progress) >= patience
+                waited >= (full * PATIENCE).min(MAX_PATIENCE)
             }
         }
     }
