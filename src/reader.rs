@@ -295,6 +295,13 @@ mod tests {
         Look { acked, window: Some(window), unsent, ..Look::default() }
     }
 
+    /// A look at a reader that has read `read` bytes, its window `window`
+    /// open of the `widest` it showed, with bytes waiting: its kernel has
+    /// taken what it read and what it holds unread.
+    fn reading(read: u64, widest: u64, window: u64) -> Look {
+        look(read + (widest - window), window, 16_000)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -476,10 +483,9 @@ mod tests {
         let t = Instant::now();
         let mut r = opened(1_500_000, 45_000, t);
         for tick in 1..=60u64 {
-            let read = tick * 45_000;
             let window = 200_000 + (tick % 3) * 10_000;
-            let acked = read + (1_500_000 - window);
-            r.observe(&look(acked, window, 16_000), 45_000, tick * 3, t + ms(tick * 100));
+            let l = reading(tick * 45_000, 1_500_000, window);
+            r.observe(&l, 45_000, tick * 3, t + ms(tick * 100));
         }
         assert!((r.rate() - 450_000.0).abs() < 10_000.0, "{}", r.rate());
         assert!(r.fps() > 9.5 && r.fps() < 10.5, "{}", r.fps());
@@ -492,8 +498,7 @@ mod tests {
         for tick in 1..200u64 {
             // The window moves by up to 60 KB as it reads: noise, not a queue.
             let window = 340_000 + (tick % 7) * 10_000;
-            let acked = tick * 26_000 + (400_000 - window);
-            r.observe(&look(acked, window, 16_000), 26_000, tick, t + ms(tick * 40));
+            r.observe(&reading(tick * 26_000, 400_000, window), 26_000, tick, t + ms(tick * 40));
         }
         assert!(!r.paced() && !r.behind(t + ms(8000)));
     }
@@ -505,18 +510,15 @@ mod tests {
         let t = Instant::now();
         let mut r = opened(1_000_000, 20_000, t);
         for tick in 1..=100u64 {
-            let read = tick * 60_000;
-            let window = 1_000_000 - 160_000;
-            let acked = read + 160_000;
-            r.observe(&look(acked, window, 16_000), 20_000, tick * 3, t + ms(tick * 100));
+            let l = reading(tick * 60_000, 1_000_000, 1_000_000 - 160_000);
+            r.observe(&l, 20_000, tick * 3, t + ms(tick * 100));
         }
         assert!(!r.paced(), "{}", r.fps());
         // One that reads 20 of 30 is.
         let mut slow = opened(1_000_000, 20_000, t);
         for tick in 1..=100u64 {
-            let acked = tick * 40_000 + 160_000;
-            let window = 1_000_000 - 160_000;
-            slow.observe(&look(acked, window, 16_000), 20_000, tick * 3, t + ms(tick * 100));
+            let l = reading(tick * 40_000, 1_000_000, 1_000_000 - 160_000);
+            slow.observe(&l, 20_000, tick * 3, t + ms(tick * 100));
         }
         assert!((slow.fps() - 20.0).abs() < 0.5, "{}", slow.fps());
     }
