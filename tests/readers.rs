@@ -193,6 +193,20 @@ fn wait_paced(ns: &Netns, server: &Server, started: Instant, what: &str) -> Pace
     };
     let (learned, reader_fps) = poll(LEARN_LIMIT, "reader_fps", started);
     let (drained, _) = poll(DRAIN_LIMIT, "skipped_reading", Instant::now());
+    // What it skipped for reading slowly is in `/metrics`' total too, and
+    // each viewer in `/stats` lists what its window shows unread.
+    let (seen, metrics) = ns.exec(|| (server.stats(), server.get_path("/metrics").2));
+    let metrics = String::from_utf8(metrics).unwrap();
+    let skipped: f64 = per_viewer(&seen, "skipped_reading").iter().sum();
+    let total = metrics.lines().find_map(|line| {
+        line.strip_prefix("raspivid_mjpeg_server_skipped_frames_slow_reader_total ")?.parse().ok()
+    });
+    assert!(
+        skipped > 0.0 && total.is_some_and(|total: f64| total >= skipped),
+        "{what}: skipped_reading {skipped} in /stats, {total:?} in /metrics"
+    );
+    let viewers = per_viewer(&seen, "reader_fps").len();
+    assert_eq!(per_viewer(&seen, "unread_bytes").len(), viewers, "{what}: /stats: {seen}");
     Paced { learned, drained, reader_fps }
 }
 
