@@ -23,6 +23,7 @@ pub mod reader;
 pub mod relay;
 pub mod router;
 pub mod server;
+pub mod sock_diag;
 pub mod source;
 pub mod splitter;
 pub mod stats;
