@@ -53,6 +53,17 @@ const CHECK_EVERY: u8 = 8;
 /// would wake it, and a slow source's next frame may be far off.
 pub const QUEUE_RETRY: Duration = Duration::from_millis(10);
 
+/// A viewer on this host held back because it has a frame still to read
+/// ([`Reader::holds`]) is looked at again after this long, then after twice
+/// as long each time it is still held, [`READ_RETRY_DOUBLINGS`] times at
+/// most (to 32 ms): its reads
+/// bring no event. A reader of nearly the camera's rate gets the frame it
+/// was held from within a few ms of reading; one that has stopped costs a
+/// look (TCP_INFO and a socket-diagnostics lookup, about 4 µs here) some
+/// 30 times a second, until `--client-timeout` closes it.
+const READ_RETRY: Duration = Duration::from_millis(2);
+const READ_RETRY_DOUBLINGS: u8 = 4;
+
 /// A kept-alive connection must bring its next whole request within this
 /// long of its last reply (or `--request-timeout`, if that is shorter), or
 /// it is closed. Pollers such as Mainsail's and Fluidd's ask many times a
@@ -93,7 +104,7 @@ pub enum State {
     /// the next request.
     Replying { connection: Connection },
     /// Sending frames.
-    Streaming(Stream),
+    Streaming(Box<Stream>),
     /// A snapshot waiting for the camera's first frame, until its retry
     /// deadline (`router::SNAPSHOT_WAIT`).
     Awaiting { head_only: bool, connection: Connection },
@@ -123,6 +134,9 @@ pub struct Stream {
     started_at: Instant,
     /// The reader held a frame back since this viewer last started one.
     reader_held: bool,
+    /// Looks in a row that found it held by [`Hold::Reader`]: the next
+    /// comes after [`READ_RETRY`] doubled as many times.
+    read_holds: u8,
     /// Frames sent in the last second, and the count when it began.
     pub fps: u64,
     pub frames_at_tick: u64,
@@ -135,6 +149,9 @@ pub enum Hold {
     Rate,
     /// Its path is full ([`Backlog::Full`]): a stall if it lasts.
     Queue,
+    /// On this host, it has a frame still to read ([`Reader::holds`]): a
+    /// stall if it lasts.
+    Reader,
 }
 
 /// `?fps=N` as a schedule rather than a minimum gap, so that a cap of 20 on a
@@ -248,6 +265,9 @@ pub struct Client {
     pub last_progress: Instant,
     /// The peer's `bytes_acked` at the last look.
     acked: u64,
+    /// For a viewer on this host, the bytes its application had read at
+    /// the last look.
+    read: u64,
     pub bytes_sent: u64,
     out: Output,
     /// False for the frame a viewer is given on joining: it was read before
@@ -271,6 +291,7 @@ impl Client {
             accepted: now,
             last_progress: now,
             acked: 0,
+            read: 0,
             bytes_sent: 0,
             out: Output::default(),
             timed: false,
@@ -394,7 +415,7 @@ impl Client {
         if let (Some(rate), Some(_)) = (&mut rate, sent) {
             rate.took(now);
         }
-        self.state = State::Streaming(Stream {
+        self.state = State::Streaming(Box::new(Stream {
             framing,
             last_seq: latest.map_or(0, |f| f.seq),
             rate,
@@ -405,9 +426,10 @@ impl Client {
             reader: Reader::default(),
             started_at: now,
             reader_held: false,
+            read_holds: 0,
             fps: 0,
             frames_at_tick: 0,
-        });
+        }));
         let frame = sent.map(|f| (Rc::clone(f), Body::Part(framing)));
         self.out = Output { head, frame, sent: 0 };
         self.timed = false;
@@ -469,7 +491,7 @@ impl Client {
                 Next::Request
             }
             State::Streaming(s) => {
-                s.held = None;
+                let held_for_reads = s.held.take() == Some(Hold::Reader);
                 let Some(frame) = latest.filter(|f| f.seq > s.last_seq) else {
                     return Next::Idle;
                 };
@@ -484,13 +506,19 @@ impl Client {
                     s.reader_held = true;
                     return Next::Retry(at);
                 }
-                if self.blocked || self.unchecked >= CHECK_EVERY || s.reader.behind(now) {
+                let due = self.unchecked >= CHECK_EVERY || held_for_reads;
+                if self.blocked || due || s.reader.behind(now) {
                     let Some(look) = look() else {
                         return self.start(frame, now, stats);
                     };
                     if look.acked > self.acked {
                         // The link moves what waits on it: not a stall.
                         self.acked = look.acked;
+                        self.last_progress = now;
+                    }
+                    if let Some(read) = look.read_here().filter(|&read| read > self.read) {
+                        // Its application reads: not a stall.
+                        self.read = read;
                         self.last_progress = now;
                     }
                     s.reader.observe(&look, frame.jpeg.len() as u64, frame.seq, now);
@@ -501,6 +529,13 @@ impl Client {
                         }
                         Backlog::Some => self.unchecked = CHECK_EVERY,
                         Backlog::Light => self.unchecked = 0,
+                    }
+                    if Reader::holds(&look, frame.jpeg.len() as u64) {
+                        s.held = Some(Hold::Reader);
+                        s.reader_held = true;
+                        let wait = READ_RETRY * (1 << s.read_holds);
+                        s.read_holds = (s.read_holds + 1).min(READ_RETRY_DOUBLINGS);
+                        return Next::Retry(now + wait);
                     }
                 } else {
                     self.unchecked += 1;
@@ -527,6 +562,7 @@ impl Client {
             rate.took(now);
         }
         s.started_at = now;
+        s.read_holds = 0;
         self.out.frame = Some((Rc::clone(frame), Body::Part(s.framing)));
         self.timed = frame.live();
         // A frame to send counts as progress: the client-timeout measures
@@ -572,7 +608,8 @@ impl Client {
             // Its own deadline answers it.
             State::Awaiting { .. } => false,
             State::Streaming(s) => {
-                if !stuck || (self.idle() && s.held != Some(Hold::Queue)) {
+                let stalled = matches!(s.held, Some(Hold::Queue | Hold::Reader));
+                if !stuck || (self.idle() && !stalled) {
                     return false;
                 }
                 let Some(full) = look().and_then(|look| s.reader.full_buffer_time(&look)) else {
@@ -942,6 +979,77 @@ mod tests {
         let c = half_sent(60);
         assert!(!expired(&c, 59, window(0)));
         assert!(expired(&c, 60, window(0)));
+    }
+
+    /// A viewer on this host that was sent `sent` bytes and has `unread`
+    /// of them in its socket, its window 100 KB.
+    fn here(sent: u64, unread: u64) -> Option<Look> {
+        Some(Look {
+            acked: sent,
+            peer_unread: Some(unread),
+            window: Some(100_000),
+            ..Look::default()
+        })
+    }
+
+    fn skipped_reading(c: &Client) -> u64 {
+        let State::Streaming(s) = &c.state else { panic!("not streaming") };
+        s.skipped_reading
+    }
+
+    #[test]
+    fn a_viewer_on_this_host_with_a_frame_unread_waits_for_its_reads_then_takes_the_newest() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        // A whole frame of 1000 bytes unread: held, and looked at again
+        // after 2, 4, 8, 16, 32 and 32 ms.
+        let mut at = t;
+        for wait in [2, 4, 8, 16, 32, 32] {
+            let next = c.next(Some(&frame(1, 1000)), at, &mut stats, || here(5000, 1000));
+            assert_eq!(next, Next::Retry(at + ms(wait)));
+            at += ms(wait);
+        }
+        // It has begun to read it: the newest frame starts, and what it
+        // skipped meanwhile it skipped for reading slowly.
+        assert_eq!(c.next(Some(&frame(3, 1000)), at, &mut stats, || here(5000, 999)), Next::Write);
+        assert_eq!((skipped_reading(&c), stats.frames_skipped_reading), (2, 2));
+        drain(&mut c, 10_000);
+        // Bytes still in our socket are as unread as those in its: held,
+        // looked at again after 2 ms as the frame started.
+        let behind = Look { unsent: 600, ..here(6000, 400).unwrap() };
+        let next = c.next(Some(&frame(4, 1000)), at, &mut stats, || Some(behind));
+        assert_eq!(next, Next::Retry(at + ms(2)));
+        // The same counts from a viewer elsewhere hold nothing back.
+        let elsewhere = Some(Look { peer_unread: None, ..behind });
+        assert_eq!(c.next(Some(&frame(4, 1000)), at, &mut stats, || elsewhere), Next::Write);
+    }
+
+    #[test]
+    fn a_viewer_on_this_host_held_for_its_reads_stalls_only_once_it_stops_reading() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        let f = frame(1, 10_000);
+        // Three frames unread; it reads 1000 bytes every 5 s for a minute
+        // (from its socket: its application may hold more in a buffer of
+        // its own).
+        let mut at = t;
+        for step in 0..=12 {
+            at = t + secs(step * 5);
+            let look = || here(30_000, 30_000 - step * 1000);
+            assert!(matches!(c.next(Some(&f), at, &mut stats, look), Next::Retry(_)));
+            assert!(!c.expired(at + secs(5), secs(60), secs(10), secs(2), look));
+        }
+        // Then it stops. A reader of a frame a second would read what a
+        // full buffer holds (twice its 100 KB window) in 20 s: it is given
+        // twice that, however short the client-timeout.
+        let stopped = || here(30_000, 18_000);
+        assert!(!c.expired(at + secs(39), secs(60), secs(10), secs(2), stopped));
+        assert!(c.expired(at + secs(40), secs(60), secs(10), secs(2), stopped));
     }
 
     #[test]

@@ -34,6 +34,13 @@ buffer:
    waits for each frame rather than a queue growing unseen, and a reader
    that falls behind again is learned again.
 
+A viewer on this host is seen exactly instead: its own socket's receive
+queue ([`crate::sock_diag`]) is what it has not read, where on loopback
+its window stays open over a queue of frames. No frame starts for it while
+a whole frame is unread ([`Reader::holds`]), and it is behind whenever
+one is; its pace is learned and kept by the same steps, from what it has
+read exactly, and its drain is what it holds.
+
 docs/SLOWLINK.md has the measurements behind these rules.
 */
 
@@ -100,9 +107,13 @@ struct Pace {
 pub struct Reader {
     /// The widest window the peer has advertised.
     widest: u64,
-    /// The widest window less the window at the last look: what it has
-    /// not read, as far as its window shows (little until it is behind).
+    /// What it had not read at the last look: on this host, what its
+    /// socket held and ours had not sent ([`Look::unread_here`]);
+    /// elsewhere, the widest window less the window then, as far as its
+    /// window shows (little until it is behind).
     pub unread: u64,
+    /// On this host: `unread` was last read from its own socket, exactly.
+    pub here: bool,
     /// Looks while the reader is behind, when what it has read had grown,
     /// and those bytes.
     looks: Vec<(Instant, u64)>,
@@ -122,12 +133,36 @@ impl Reader {
             0.0 => frame as f64,
             mean => mean + (frame as f64 - mean) / 8.0,
         };
-        let Some(window) = look.window else { return };
-        self.widest = self.widest.max(window);
-        self.unread = self.widest - window;
-        if !self.shows_behind(window, frame) || look.unsent + look.in_flight == 0 {
-            return;
+        if let Some(window) = look.window {
+            self.widest = self.widest.max(window);
         }
+        self.here = look.peer_unread.is_some();
+        // Behind: what it has read (when), and what it has to read before
+        // a frame started now.
+        let (sample, ahead) = match (look.unread_here(), look.read_here()) {
+            // On this host its own socket says, exactly.
+            (Some(unread), Some(read)) => {
+                self.unread = unread;
+                if !Reader::holds(look, frame) {
+                    return;
+                }
+                ((now, read), unread as f64)
+            }
+            _ => {
+                let Some(window) = look.window else { return };
+                self.unread = self.widest - window;
+                if !self.shows_behind(window, frame) || look.unsent + look.in_flight == 0 {
+                    return;
+                }
+                // With bytes waiting or on their way (so that its window
+                // is current), what it has read is what its kernel took
+                // less what its window shows unread; and its full buffer
+                // is to be read before a frame started now.
+                let at = now.checked_sub(look.since_ack).unwrap_or(now);
+                let read = look.acked.saturating_sub(self.unread);
+                ((at, read), (self.widest as f64 * FULL_BUFFER - window as f64).max(0.0))
+            }
+        };
         // Paced, drained, and behind again: the pace was too fast (learned
         // while the receiver still grew its buffer, which inflates it).
         if let Some(pace) = &mut self.pace {
@@ -136,13 +171,8 @@ impl Reader {
                 pace.eased_at = now;
             }
         }
-        // Behind, with bytes waiting or on their way (so that its window is
-        // current): what it has read is what its kernel took less what its
-        // window shows unread.
-        let at = now.checked_sub(look.since_ack).unwrap_or(now);
-        let sample = (at, look.acked.saturating_sub(self.unread));
         match self.looks.last() {
-            Some(&(last, _)) if at.saturating_duration_since(last) > BEHIND_APART => {
+            Some(&(last, _)) if sample.0.saturating_duration_since(last) > BEHIND_APART => {
                 self.looks.clear();
             }
             // Less than a frame more read is the same step: the window
@@ -174,8 +204,7 @@ impl Reader {
                 return;
             }
         }
-        let left = (self.widest as f64 * FULL_BUFFER - window as f64).max(0.0);
-        let drain = Duration::from_secs_f64((left / rate).min(MAX_DRAIN.as_secs_f64()));
+        let drain = Duration::from_secs_f64((ahead / rate).min(MAX_DRAIN.as_secs_f64()));
         self.pace = Some(Pace { rate, drained_at: now + drain, eased_at: now });
     }
 
@@ -208,10 +237,26 @@ impl Reader {
     /// take (some twice their bytes on loopback); here a reader of one
     /// 18 KB frame a second, out of a 128 KB buffer, showed nothing for
     /// more than ten seconds. Nothing tells it from one that has stopped.
+    ///
+    /// A viewer on this host that [`Reader::holds`] a frame unread is
+    /// given the same: its application may read from its socket a buffer
+    /// at a time (64 KB, several frames) and then take a frame from it
+    /// every so often, reading nothing from its socket meanwhile.
     pub fn full_buffer_time(&self, look: &Look) -> Option<Duration> {
         let frame = self.frame_bytes;
-        (frame > 0.0 && self.shows_behind(look.window?, frame as u64))
+        let behind = match look.peer_unread {
+            Some(_) => Reader::holds(look, frame as u64),
+            None => self.shows_behind(look.window?, frame as u64),
+        };
+        (frame > 0.0 && behind)
             .then(|| Duration::from_secs_f64(FULL_BUFFER * self.widest as f64 / frame))
+    }
+
+    /// Whether a viewer on this host has a frame of `frame` bytes or more
+    /// still to read ([`Look::unread_here`]): the next frame waits for its
+    /// reads, so that what it reads next is the newest frame, not a queue.
+    pub fn holds(look: &Look, frame: u64) -> bool {
+        look.unread_here().is_some_and(|unread| unread >= frame)
     }
 
     /// Whether `window` shows the reader behind on the way to a frame of
@@ -348,6 +393,63 @@ mod tests {
         assert_eq!(Reader::default().full_buffer_time(&look(0, 0, 18_000)), None);
         let blind = Look { window: None, ..look(0, 0, 18_000) };
         assert_eq!(opened(128_000, 18_000, t).full_buffer_time(&blind), None);
+    }
+
+    /// A look at a viewer on this host that was sent `sent` bytes and has
+    /// `unread` of them in its socket.
+    fn here(sent: u64, unread: u64) -> Look {
+        Look { peer_unread: Some(unread), ..look(sent, 100_000, 0) }
+    }
+
+    #[test]
+    fn a_viewer_on_this_host_is_held_by_a_whole_frame_unread_in_either_socket() {
+        let frame = 20_000;
+        assert!(Reader::holds(&here(50_000, 20_000), frame));
+        assert!(!Reader::holds(&here(50_000, 19_999), frame));
+        assert!(Reader::holds(&Look { unsent: 1, ..here(50_000, 19_999) }, frame));
+        // Elsewhere, only its window can tell.
+        assert!(!Reader::holds(&look(50_000, 0, 50_000), frame));
+    }
+
+    #[test]
+    fn a_reader_on_this_host_is_learned_from_its_own_socket() {
+        // Ten frames of 20 000 bytes a second from a 30 fps camera, looked
+        // at on every frame: one frame waits in its socket between reads,
+        // for two looks in three. Its window (100 KB, open) shows nothing.
+        let t = Instant::now();
+        let mut r = Reader::default();
+        let mut learned = None;
+        for tick in 0..300u64 {
+            let read = tick / 3 * 20_000;
+            let unread = if tick % 3 == 0 { 0 } else { 20_000 };
+            let at = t + ms(tick * 33);
+            r.observe(&here(read + unread, unread), 20_000, tick, at);
+            if r.paced() {
+                learned = Some(at - t);
+                break;
+            }
+        }
+        // Over LEARN_SPAN, from the first look behind.
+        let learned = learned.expect("learned");
+        assert!(learned >= LEARN_SPAN && learned < LEARN_SPAN + ms(500), "{learned:?}");
+        assert!((r.fps() - 10.0).abs() < 0.3, "{}", r.fps());
+        assert_eq!(r.unread, 20_000, "its socket's count, not its window's");
+        // What it has unread, one frame, drains at its pace: 0.1 s.
+        let drained = r.next_start(t).unwrap() - (t + learned);
+        assert!((drained.as_secs_f64() - 0.1).abs() < 0.01, "{drained:?}");
+    }
+
+    #[test]
+    fn a_reader_on_this_host_that_keeps_up_is_never_behind() {
+        let t = Instant::now();
+        let mut r = Reader::default();
+        for tick in 0..300u64 {
+            // What it was sent is read before the next frame; a part of
+            // the last one at times.
+            let unread = if tick % 5 == 0 { 19_999 } else { 0 };
+            r.observe(&here(tick * 20_000 + unread, unread), 20_000, tick, t + ms(tick * 33));
+        }
+        assert!(!r.paced() && !r.behind(t + ms(10_000)));
     }
 
     #[test]

@@ -127,6 +127,25 @@ pub struct Look {
     pub window: Option<u64>,
     /// Time since the last acknowledgement (`tcpi_last_ack_recv`, whole ms).
     pub since_ack: Duration,
+    /// For a viewer on this host, the bytes its own socket holds unread
+    /// ([`crate::sock_diag`]); None for one elsewhere.
+    pub peer_unread: Option<u64>,
+}
+
+impl Look {
+    /// For a viewer on this host, what it has yet to read before a frame
+    /// started now: what its socket holds unread, and what ours has not
+    /// sent. (What is in flight on loopback is in its socket already, as
+    /// soon as it is sent, though not acknowledged until a delayed ACK.)
+    pub fn unread_here(&self) -> Option<u64> {
+        Some(self.peer_unread? + self.unsent)
+    }
+
+    /// For a viewer on this host, the bytes its application has read:
+    /// all that was sent, less what its socket holds.
+    pub fn read_here(&self) -> Option<u64> {
+        Some((self.acked + self.in_flight).saturating_sub(self.peer_unread?))
+    }
 }
 
 /// Looks at a connection: one `getsockopt(TCP_INFO)`, and on kernels
@@ -160,6 +179,7 @@ pub fn look(socket: &impl AsRawFd) -> Option<Look> {
         acked: info.bytes_acked,
         window: window.then_some(u64::from(info.snd_wnd)),
         since_ack: Duration::from_millis(u64::from(info.last_ack_recv)),
+        peer_unread: None,
     })
 }
 

@@ -18,8 +18,9 @@ use crate::deadlines::Deadlines;
 use crate::frame::Frame;
 use crate::http::{self, Connection};
 use crate::router::{self, Ctx, Reply};
+use crate::sock_diag::{self, Diag, Lookup};
 use crate::stats::Stats;
-use crate::tcp;
+use crate::tcp::{self, Backlog, Look};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -69,6 +70,9 @@ pub struct Policy {
 struct Conn {
     socket: TcpStream,
     addr: SocketAddr,
+    /// The viewer's own socket, while it may be on this host: what it
+    /// has not read is then looked up there.
+    peer: Option<sock_diag::Peer>,
     client: Client,
     /// Where this viewer sits in `Viewers::idle`, if it does.
     idle_at: Option<usize>,
@@ -160,6 +164,9 @@ pub struct Viewers {
     /// Frames that viewers which left had not taken.
     pending_closed: u64,
     scratch: Vec<usize>,
+    /// Socket diagnostics, for viewers on this host; None where netlink
+    /// is not allowed.
+    diag: Option<Diag>,
 }
 
 impl Viewers {
@@ -178,6 +185,14 @@ impl Viewers {
             freed: false,
             pending_closed: 0,
             scratch: Vec::new(),
+            diag: Diag::open()
+                .inspect_err(|e| {
+                    log!(
+                        "warning: cannot open socket diagnostics (NETLINK_SOCK_DIAG): {e}; \
+                         viewers on this host are paced by their receive window only"
+                    )
+                })
+                .ok(),
         }
     }
 
@@ -256,10 +271,12 @@ impl Viewers {
         // Edge-triggered, for life: every handler reads or writes until
         // `WouldBlock`, so there is nothing to re-register.
         let interest = Interest::READABLE | Interest::WRITABLE;
+        let peer = socket.local_addr().ok().and_then(|local| sock_diag::Peer::new(local, addr));
         if registry.register(&mut socket, token, interest).is_ok() {
             entry.insert(Conn {
                 socket,
                 addr,
+                peer,
                 client: Client::new(now, self.policy.max_queued_bytes),
                 idle_at: None,
                 retry_at: None,
@@ -408,6 +425,7 @@ impl Viewers {
     }
 
     fn pump_out(&mut self, key: usize, now: Instant, env: &mut Env) {
+        let max_queued = self.policy.max_queued_bytes;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let next = loop {
             match write_out(conn, env.stats) {
@@ -416,8 +434,9 @@ impl Viewers {
                 // The peer is gone.
                 Err(_) => return self.close(key, env.registry),
             }
-            let socket = &conn.socket;
-            match conn.client.next(self.latest.as_ref(), now, env.stats, || tcp::look(socket)) {
+            let diag = &mut self.diag;
+            let look = || look(&conn.socket, &mut conn.peer, diag, max_queued);
+            match conn.client.next(self.latest.as_ref(), now, env.stats, look) {
                 Next::Write => continue,
                 Next::Shutdown => {
                     self.census.closing += 1;
@@ -596,7 +615,7 @@ impl Viewers {
                 s.fps = s.frames - s.frames_at_tick;
                 s.frames_at_tick = s.frames;
             }
-            let look = || tcp::look(&conn.socket);
+            let look = || look(&conn.socket, &mut conn.peer, &mut self.diag, p.max_queued_bytes);
             if conn.client.expired(now, p.request_timeout, p.client_timeout, LINGER, look) {
                 expired.push(key);
             }
@@ -653,7 +672,8 @@ impl Viewers {
                 out,
                 "{}{{\"addr\":\"{}\",\"age_s\":{:.1},\"fps\":{},\"frames\":{},\"skipped\":{},\
                  \"skipped_reading\":{},\"pending_bytes\":{},\"kernel_unsent_bytes\":{},\
-                 \"unread_bytes\":{},\"reader_fps\":{:.1},\"bytes_sent\":{}}}",
+                 \"unread_bytes\":{},\"unread_from\":\"{}\",\"reader_fps\":{:.1},\
+                 \"bytes_sent\":{}}}",
                 if i == 0 { "" } else { "," },
                 c.addr,
                 now.duration_since(c.client.accepted).as_secs_f64(),
@@ -664,6 +684,7 @@ impl Viewers {
                 c.client.queued_bytes(),
                 unsent,
                 s.reader.unread,
+                if s.reader.here { "socket" } else { "window" },
                 s.reader.fps(),
                 c.client.bytes_sent,
             );
@@ -680,6 +701,32 @@ enum Peer {
     Ended,
     /// An error, such as a reset: the client is gone.
     Failed,
+}
+
+/// One look at a viewer's connection: its `TCP_INFO`, and for a viewer on
+/// this host what its own socket holds unread, unless ours holds
+/// `max_queued` (its frame waits for the path, whatever it has read: the
+/// lookup, five times the cost of `TCP_INFO`, would change nothing, and
+/// such viewers are looked at every [`crate::client::QUEUE_RETRY`]). A
+/// viewer not found here is not asked again.
+fn look(
+    socket: &TcpStream,
+    peer: &mut Option<sock_diag::Peer>,
+    diag: &mut Option<Diag>,
+    max_queued: usize,
+) -> Option<Look> {
+    let mut look = tcp::look(socket)?;
+    if tcp::backlog(&look, max_queued) == Backlog::Full {
+        return Some(look);
+    }
+    if let (Some(p), Some(diag)) = (peer.as_ref(), diag.as_mut()) {
+        match diag.unread(p) {
+            Lookup::Unread(n) => look.peer_unread = Some(n),
+            Lookup::Elsewhere => *peer = None,
+            Lookup::Unknown => {}
+        }
+    }
+    Some(look)
 }
 
 /// Writes with `writev` until the output is sent (true) or the socket is
