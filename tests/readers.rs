@@ -4,13 +4,16 @@
 //! time it was made (bench/readers/pixel_clock.py), so the age of what a
 //! client got is read from its pixels.
 //!
-//! Each test runs the server and its client in a network namespace of its
-//! own, on that namespace's 127.0.0.1, with the namespace's own
-//! `net.ipv4.tcp_rmem` (per namespace since Linux 4.15; see [`RMEM`]) and
-//! a loopback MTU of 1500 bytes (see [`MTU`]). It
-//! waits, polling `/stats`, until the server has learned the client's pace
-//! and the client's buffer has drained, then reads the age of what the
-//! client got next. The namespace is deleted when the test ends, however
+//! Each test runs the server in a network namespace of its own, with the
+//! namespace's own `net.ipv4.tcp_rmem` (per namespace since Linux 4.15;
+//! see [`RMEM`]) and a loopback MTU of 1500 bytes (see [`MTU`]). The
+//! OpenCV loop runs beside it, on its 127.0.0.1: a viewer on the same
+//! host, whose unread bytes the server reads from its socket. Motion runs
+//! in a second namespace, as another machine would, linked to the first by
+//! a veth pair at the same MTU: a viewer elsewhere, seen only through its
+//! receive window. The test waits, polling `/stats`, until the server has
+//! learned the client's pace and the client's buffer has drained, then
+//! reads the age of what the client got next. The namespace is deleted when the test ends, however
 //! it ends, after every process the test started is killed by its PID.
 //! Needs root, iproute2, python3 with OpenCV and Motion, as .ci/run
 //! provides.
@@ -83,6 +86,10 @@ fn require_tools() {
 /// when dropped.
 struct Netns(String);
 
+/// The addresses of the two ends of [`Netns::link`].
+const LINK_HERE: &str = "10.214.0.1";
+const LINK_THERE: &str = "10.214.0.2";
+
 impl Netns {
     fn create(tag: &str) -> Netns {
         let ns = Netns(format!("rmsrd{}{tag}", std::process::id()));
@@ -94,6 +101,21 @@ impl Netns {
         let inside = ns.exec(|| fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").unwrap());
         assert_eq!(inside.split_whitespace().collect::<Vec<_>>().join(" "), RMEM);
         ns
+    }
+
+    /// A veth pair at [`MTU`] from this namespace ([`LINK_HERE`]) to
+    /// `there` ([`LINK_THERE`]); it goes with either namespace.
+    fn link(&self, there: &Netns) {
+        let (here, there_ns) = (["-n", &self.0, "link", "add", "here0", "mtu", MTU], &there.0);
+        ip(&[
+            &here[..],
+            &["type", "veth", "peer", "name", "there0", "mtu", MTU, "netns", there_ns],
+        ]
+        .concat());
+        for (ns, dev, addr) in [(self, "here0", LINK_HERE), (there, "there0", LINK_THERE)] {
+            ip(&["-n", &ns.0, "addr", "add", &format!("{addr}/30"), "dev", dev]);
+            ip(&["-n", &ns.0, "link", "set", dev, "up"]);
+        }
     }
 
     /// `f` on a thread inside the namespace.
@@ -138,15 +160,15 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// The server in `ns`, fed by the pixel clock at 30 fps.
-fn clock_server(ns: &Netns) -> (Server, Killed) {
+/// The server in `ns` with `args`, fed by the pixel clock at 30 fps.
+fn clock_server(ns: &Netns, args: &[&str]) -> (Server, Killed) {
     let mut camera = Command::new("python3")
         .args([&script("pixel_clock.py"), "produce", "30", CAMERA_SECONDS])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let frames = camera.stdout.take().unwrap();
-    let server = Server::start_under(&["ip", "netns", "exec", &ns.0], &[], |command| {
+    let server = Server::start_under(&["ip", "netns", "exec", &ns.0], args, |command| {
         command.stdin(Stdio::from(frames));
     });
     (server, Killed(camera))
@@ -175,8 +197,16 @@ struct Paced {
 }
 
 /// Polls the server's `/stats` until the client is learned and drained;
-/// fails, with what it saw, past [`LEARN_LIMIT`] or [`DRAIN_LIMIT`].
-fn wait_paced(ns: &Netns, server: &Server, started: Instant, what: &str) -> Paced {
+/// fails, with what it saw, past [`LEARN_LIMIT`] or [`DRAIN_LIMIT`], or if
+/// a viewer's unread bytes were not read from `unread_from` ("socket" on
+/// this host, "window" elsewhere).
+fn wait_paced(
+    ns: &Netns,
+    server: &Server,
+    started: Instant,
+    what: &str,
+    unread_from: &str,
+) -> Paced {
     let stats = || ns.exec(|| server.stats());
     let poll = |limit: Duration, key: &str, from: Instant| -> (Duration, f64) {
         loop {
@@ -207,6 +237,8 @@ fn wait_paced(ns: &Netns, server: &Server, started: Instant, what: &str) -> Pace
     );
     let viewers = per_viewer(&seen, "reader_fps").len();
     assert_eq!(per_viewer(&seen, "unread_bytes").len(), viewers, "{what}: /stats: {seen}");
+    let from = format!("\"unread_from\":\"{unread_from}\"");
+    assert_eq!(seen.matches(&from).count(), viewers, "{what}: not {from}: /stats: {seen}");
     Paced { learned, drained, reader_fps }
 }
 
@@ -230,7 +262,7 @@ fn an_opencv_loop_that_works_100_ms_a_frame_gets_recent_frames_not_a_queue() {
     require_tools();
     // Declared first, dropped last: every process below is gone by then.
     let ns = Netns::create("cv");
-    let (server, _camera) = clock_server(&ns);
+    let (server, _camera) = clock_server(&ns, &[]);
     let url = format!("http://127.0.0.1:{}/video.mjpg", server.port);
     // The loop prints the age of each frame as it reads it.
     let started = Instant::now();
@@ -259,7 +291,7 @@ fn an_opencv_loop_that_works_100_ms_a_frame_gets_recent_frames_not_a_queue() {
         text
     });
 
-    let paced = wait_paced(&ns, &server, started, "OpenCV");
+    let paced = wait_paced(&ns, &server, started, "OpenCV", "socket");
     let from = ages.lock().unwrap().len();
     let deadline = Instant::now() + MEASURE_LIMIT;
     while ages.lock().unwrap().len() < from + MEASURED && Instant::now() < deadline {
@@ -327,7 +359,9 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
     require_tools();
     common::require("motion");
     let ns = Netns::create("mo");
-    let (server, _camera) = clock_server(&ns);
+    let elsewhere = Netns::create("mc");
+    ns.link(&elsewhere);
+    let (server, _camera) = clock_server(&ns, &["--bind", "0.0.0.0"]);
     let dir = std::env::temp_dir().join(format!("rms-readers-motion-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let _removed = Removed(dir.clone());
@@ -338,7 +372,7 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
         &config,
         format!(
             "daemon off\nsetup_mode off\nlog_level 4\nlog_file {log}\ntarget_dir {pictures}\n\
-             netcam_url http://127.0.0.1:{port}/video.mjpg\nframerate 10\npicture_output on\n\
+             netcam_url http://{LINK_HERE}:{port}/video.mjpg\nframerate 10\npicture_output on\n\
              emulate_motion on\nmovie_output off\nwebcontrol_port 0\nstream_port 0\n",
             log = dir.join("motion.log").display(),
             pictures = pictures.display(),
@@ -348,7 +382,8 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
     .unwrap();
     let started = Instant::now();
     let motion = Killed(
-        ns.command("motion")
+        elsewhere
+            .command("motion")
             .args(["-n", "-c"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -358,7 +393,7 @@ fn motion_at_10_fps_saves_recent_frames_not_a_queue() {
             .expect("motion starts"),
     );
 
-    let paced = wait_paced(&ns, &server, started, "Motion");
+    let paced = wait_paced(&ns, &server, started, "Motion", "window");
     let measured_from = SystemTime::now();
     let saved = || -> Vec<PathBuf> {
         let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(&pictures)

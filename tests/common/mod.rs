@@ -51,7 +51,9 @@ impl Server {
             command.args(&wrapper[1..]).arg(binary);
         }
         command
-            .args(["-p", "0", "--bind", "127.0.0.1"])
+            .args(["-p", "0"])
+            // Every test reaches it on 127.0.0.1, whatever else it binds.
+            .args(if args.contains(&"--bind") { &[][..] } else { &["--bind", "127.0.0.1"][..] })
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -67,11 +69,10 @@ impl Server {
                 // The line is logged before the port is sent, so a test that
                 // has the port also sees the start-up line in the log.
                 log.lock().unwrap().push_str(&format!("{line}\n"));
-                // "streaming SOURCE on http://127.0.0.1:PORT/video.mjpg"; the
+                // "streaming SOURCE on http://ADDRESS:PORT/video.mjpg"; the
                 // source may name another address (a relay's upstream).
-                if let Some(port) =
-                    line.rsplit_once(" on http://127.0.0.1:").and_then(|(_, r)| r.split('/').next())
-                {
+                let ours = line.rsplit_once(" on http://").and_then(|(_, r)| r.split('/').next());
+                if let Some((_, port)) = ours.and_then(|host| host.rsplit_once(':')) {
                     let _ = tx.send(port.parse::<u16>().unwrap());
                 }
             }
