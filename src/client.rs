@@ -54,13 +54,13 @@ const CHECK_EVERY: u8 = 8;
 pub const QUEUE_RETRY: Duration = Duration::from_millis(10);
 
 /// A viewer on this host held back because it has a frame still to read
-/// ([`Reader::holds`]) is looked at again after this long, then after twice
-/// as long each time it is still held, [`READ_RETRY_DOUBLINGS`] times at
-/// most (to 32 ms): its reads
-/// bring no event. A reader of nearly the camera's rate gets the frame it
-/// was held from within a few ms of reading; one that has stopped costs a
-/// look (TCP_INFO and a socket-diagnostics lookup, about 4 µs here) some
-/// 30 times a second, until `--client-timeout` closes it.
+/// ([`Reader::holds`]) is looked at again after this long, then after
+/// twice as long each time it is still held, [`READ_RETRY_DOUBLINGS`]
+/// times at most (to 32 ms): its reads bring no event. A reader of nearly
+/// the camera's rate gets the frame it was held from within a few ms of
+/// reading; one that has stopped costs a look (`TCP_INFO` and a
+/// socket-diagnostics lookup, about 4 µs here) some 30 times a second,
+/// until it is closed as stalled ([`Client::expired`]).
 const READ_RETRY: Duration = Duration::from_millis(2);
 const READ_RETRY_DOUBLINGS: u8 = 4;
 
