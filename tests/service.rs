@@ -201,3 +201,88 @@ fn prometheus_scrapes_the_server_and_reads_its_frame_rate_back() {
     assert!(pace <= 12.0, "Prometheus reads {pace} frames/s of a 10 fps pattern");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `AUDIT_ARCH_*` of `<linux/audit.h>`, which a seccomp filter checks
+/// before it trusts a system call's number.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+#[cfg(target_arch = "arm")]
+const AUDIT_ARCH: u32 = 0x4000_0028;
+
+/// Makes `socket(AF_NETLINK, ...)` fail with `EAFNOSUPPORT` in the child,
+/// as systemd's `RestrictAddressFamilies=` without `AF_NETLINK` does: a
+/// seccomp filter installed between fork and exec.
+fn without_netlink(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let statement = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |k: u32, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf,
+        k,
+    };
+    let load = |offset: u32| statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset);
+    // Offsets in `struct seccomp_data`: nr, arch, then args[0] (its low
+    // half on a little-endian machine).
+    let filter = [
+        load(4),
+        jump(AUDIT_ARCH, 5),
+        load(0),
+        jump(libc::SYS_socket as u32, 3),
+        load(16),
+        jump(libc::AF_NETLINK as u32, 1),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec the closure only makes two prctl
+    // calls on memory it owns.
+    unsafe {
+        command.pre_exec(move || {
+            let program =
+                libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A viewer's `unread_from` in `/stats`, once it has taken a few frames.
+fn unread_from(server: &Server) -> String {
+    let mut viewer = common::Viewer::open(server, "/video.mjpg");
+    for _ in 0..3 {
+        viewer.next_frame();
+    }
+    let stats = server.stats();
+    let key = "\"unread_from\":\"";
+    let at = stats.find(key).unwrap_or_else(|| panic!("no viewer's unread_from: {stats}"));
+    let rest = &stats[at + key.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[test]
+fn a_sandbox_without_netlink_is_named_once_and_viewers_are_paced_by_their_window() {
+    const SAID: &str = "cannot open socket diagnostics (NETLINK_SOCK_DIAG)";
+    let args = ["--pattern", "--fps", "30"];
+    // As the packaged unit allows it: a viewer on this host is read from
+    // its own socket.
+    let server = Server::start_with(&args, Stdio::null());
+    assert_eq!(unread_from(&server), "socket");
+    assert!(!server.stderr.lock().unwrap().contains(SAID));
+    // Without it: said once, at start, and every viewer is served and
+    // seen by its window.
+    let sandboxed = Server::start_configured(&args, |c| {
+        c.stdin(Stdio::null());
+        without_netlink(c);
+    });
+    assert_eq!(unread_from(&sandboxed), "window");
+    assert_eq!(unread_from(&sandboxed), "window");
+    let log = sandboxed.stderr.lock().unwrap().clone();
+    assert_eq!(log.matches(SAID).count(), 1, "{log}");
+    assert!(log.contains("Address family not supported"), "{log}");
+}
