@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Frame age against the consumer's rate, from bench/slow_readers.sh's JSON
-lines: one line per server and framing (`?fps=N` or not), one plot per MTU,
-the age's median with its 90th percentile as a bar, on a log scale.
+lines: one line per server and framing (`?fps=N` or not), one plot per MTU
+and place of the consumer (beside the server, or elsewhere: REMOTE=1), the
+age's median with its 90th percentile as a bar, on a log scale.
 
     python3 bench/slow_readers_plot.py RESULTS.jsonl OUT.png
 """
@@ -17,15 +18,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     rows = [r for r in rows if r["camera_fps"] == 30]
-    mtus = sorted({r["mtu"] for r in rows})
-    fig, axes = plt.subplots(1, len(mtus), figsize=(6 * len(mtus), 4.5), dpi=100, squeeze=False)
-    for ax, mtu in zip(axes[0], mtus):
-        series = sorted({(r["server"], r["fps_cap"]) for r in rows if r["mtu"] == mtu})
-        for server, cap in series:
+    # Lines from before REMOTE existed had the consumer beside the server.
+    panel = lambda r: (r["mtu"], r.get("consumer", "here"))  # noqa: E731
+    panels = sorted({panel(r) for r in rows})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6 * len(panels), 4.5), dpi=100, squeeze=False
+    )
+    for ax, (mtu, where) in zip(axes[0], panels):
+        mine = [r for r in rows if panel(r) == (mtu, where)]
+        for server, cap in sorted({(r["server"], r["fps_cap"]) for r in mine}):
             points = sorted(
                 (r["rate"], r["age_p50_ms"], r["age_p90_ms"])
-                for r in rows
-                if r["mtu"] == mtu and r["server"] == server and r["fps_cap"] == cap
+                for r in mine
+                if r["server"] == server and r["fps_cap"] == cap
             )
             label = f"{server}" + (", ?fps=N" if cap == "yes" else "")
             xs = [p[0] for p in points]
@@ -40,7 +45,10 @@ def main():
         ax.set_yscale("log")
         ax.set_xlabel("consumer reads, frames/s (camera 30 fps)")
         ax.set_ylabel("frame age when read, ms (median, bar to p90)")
-        ax.set_title("loopback (64 KiB MTU)" if mtu == "lo" else f"MTU {mtu}")
+        title = "loopback (64 KiB MTU)" if mtu == "lo" else f"MTU {mtu}"
+        if where == "elsewhere":
+            title += ", consumer in another namespace"
+        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
