@@ -861,6 +861,13 @@ mod tests {
         c
     }
 
+    /// A viewer that has sent its response head and waits for a frame.
+    fn waiting(t: Instant) -> Client {
+        let mut c = streaming(0, None, t);
+        drain(&mut c, 100);
+        c
+    }
+
     /// What `expired` sees of a socket that cannot be looked at.
     fn no_look() -> Option<Look> {
         None
@@ -953,8 +960,7 @@ mod tests {
         // Its reader learns the window (128 KB) and the frames; then a
         // frame sits half sent.
         let half_sent = |len| {
-            let mut c = streaming(0, None, t);
-            drain(&mut c, 100);
+            let mut c = waiting(t);
             let opened = Some(Look { window: Some(128_000), ..Look::default() });
             assert_eq!(c.next(Some(&frame(1, len)), t, &mut Stats::new(t), || opened), Next::Write);
             c.wrote(len / 2);
@@ -1002,8 +1008,7 @@ mod tests {
         let t = Instant::now();
         let ms = Duration::from_millis;
         let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
+        let mut c = waiting(t);
         // A whole frame of 1000 bytes unread: held, and looked at again
         // after 2, 4, 8, 16, 32 and 32 ms.
         let mut at = t;
@@ -1031,8 +1036,7 @@ mod tests {
     fn a_viewer_on_this_host_held_for_its_reads_stalls_only_once_it_stops_reading() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
+        let mut c = waiting(t);
         let f = frame(1, 10_000);
         // Three frames unread; it reads 1000 bytes every 5 s for a minute
         // (from its socket: its application may hold more in a buffer of
@@ -1074,8 +1078,7 @@ mod tests {
     fn a_held_viewer_whose_link_moves_bytes_is_not_stalled() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
+        let mut c = waiting(t);
         let f = frame(1, 10);
         let full = |acked| Some(Look { unsent: MAX_QUEUED as u64, acked, ..light().unwrap() });
         let mut at = t;
@@ -1094,8 +1097,7 @@ mod tests {
     fn the_queue_is_looked_at_every_eighth_frame_and_after_a_full_socket() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
+        let mut c = waiting(t);
         let mut looks = 0;
         for seq in 1..=17 {
             let f = frame(seq, 10);
@@ -1121,8 +1123,7 @@ mod tests {
     fn a_full_path_holds_the_frame_retries_soon_and_is_a_stall_if_it_lasts() {
         let t = Instant::now();
         let mut stats = Stats::new(t);
-        let mut c = streaming(0, None, t);
-        drain(&mut c, 100);
+        let mut c = waiting(t);
         let f = frame(1, 10);
         assert_eq!(
             c.next(Some(&f), t, &mut stats, || unsent(MAX_QUEUED as u64)),
