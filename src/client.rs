@@ -48,6 +48,13 @@ use std::time::{Duration, Instant};
 /// and from then on at every frame.
 const CHECK_EVERY: u8 = 8;
 
+/// A viewer on this host is looked at on every frame until this many
+/// looks in a row have found nothing it had not read: a new viewer that
+/// reads a frame a second has one unread by its third frame, where the
+/// [`CHECK_EVERY`] frames started unlooked at would have queued eight
+/// seconds of them.
+const READ_UP_LOOKS: u8 = CHECK_EVERY;
+
 /// A viewer that declined a frame because its path was full looks again
 /// after this long: its socket may stay writable throughout, so no event
 /// would wake it, and a slow source's next frame may be far off.
@@ -278,6 +285,8 @@ pub struct Client {
     blocked: bool,
     /// Frames started since the queue was last looked at.
     unchecked: u8,
+    /// Looks in a row that found a viewer on this host with nothing unread.
+    read_up: u8,
 }
 
 impl Client {
@@ -297,6 +306,7 @@ impl Client {
             timed: false,
             blocked: false,
             unchecked: CHECK_EVERY,
+            read_up: 0,
         }
     }
 
@@ -529,6 +539,13 @@ impl Client {
                         }
                         Backlog::Some => self.unchecked = CHECK_EVERY,
                         Backlog::Light => self.unchecked = 0,
+                    }
+                    if let Some(unread) = look.unread_here() {
+                        self.read_up =
+                            if unread == 0 { (self.read_up + 1).min(READ_UP_LOOKS) } else { 0 };
+                        if self.read_up < READ_UP_LOOKS {
+                            self.unchecked = CHECK_EVERY;
+                        }
                     }
                     if Reader::holds(&look, frame.jpeg.len() as u64) {
                         s.held = Some(Hold::Reader);
@@ -1030,6 +1047,32 @@ mod tests {
         // The same counts from a viewer elsewhere hold nothing back.
         let elsewhere = Some(Look { peer_unread: None, ..behind });
         assert_eq!(c.next(Some(&frame(4, 1000)), at, &mut stats, || elsewhere), Next::Write);
+    }
+
+    #[test]
+    fn a_viewer_on_this_host_is_looked_at_on_every_frame_until_it_shows_it_reads_up() {
+        let t = Instant::now();
+        let mut stats = Stats::new(t);
+        let mut c = waiting(t);
+        let looks = std::cell::Cell::new(0);
+        let mut take = |seqs: std::ops::RangeInclusive<u64>, unread| {
+            for seq in seqs {
+                let look = || {
+                    looks.set(looks.get() + 1);
+                    here(seq * 1000, unread)
+                };
+                assert_eq!(c.next(Some(&frame(seq, 1000)), t, &mut stats, look), Next::Write);
+                drain(&mut c, 10_000);
+            }
+            looks.get()
+        };
+        // Eight looks in a row with nothing unread, then one every eighth
+        // frame, as for any viewer that keeps up.
+        assert_eq!(take(1..=8, 0), 8);
+        assert_eq!(take(9..=17, 0), 9);
+        // Part of a frame unread at a look: every frame again.
+        assert_eq!(take(18..=26, 500), 10);
+        assert_eq!(take(27..=28, 0), 12);
     }
 
     #[test]
