@@ -50,9 +50,9 @@ const CHECK_EVERY: u8 = 8;
 
 /// A viewer on this host is looked at on every frame until this many
 /// looks in a row have found nothing it had not read: a new viewer that
-/// reads a frame a second has one unread by its third frame, where the
+/// reads slowly is held as soon as a frame waits unread, where the
 /// [`CHECK_EVERY`] frames started unlooked at would have queued eight
-/// seconds of them.
+/// (eight seconds of them for a reader of a frame a second).
 const READ_UP_LOOKS: u8 = CHECK_EVERY;
 
 /// A viewer that declined a frame because its path was full looks again
